@@ -1,0 +1,12 @@
+from .backbones import RepNeXt
+from .layers import reparam
+
+__all__ = ['RepNeXt', 'reparam']
+
+try:  # the classification pieces subclass mmpretrain's; detection/segmentation users may lack it
+    import mmpretrain  # noqa: F401
+except ImportError:  # pragma: no cover - exercised only without mmpretrain
+    pass
+else:
+    from .heads import RepNeXtClsHead  # noqa: F401
+    __all__.append('RepNeXtClsHead')

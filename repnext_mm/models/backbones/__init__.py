@@ -1,0 +1,3 @@
+from .repnext import RepNeXt
+
+__all__ = ['RepNeXt']

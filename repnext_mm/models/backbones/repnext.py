@@ -1,0 +1,570 @@
+"""RepNeXt backbone (Zhao et al., "RepNeXt: A Fast Multi-Scale CNN using Structural
+Reparameterization").
+
+Training form: multi-branch depthwise convolutions (structural reparameterization, SRP) inside
+"chunk" and "copy" convolutions. Deploy form (``deploy=True`` or ``switch_to_deploy()``): every
+SRP branch set merged into one depthwise kernel and every BatchNorm folded into a convolution,
+so the fused backbone holds no BatchNorm at all.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Literal, Sequence
+
+import torch
+import torch.nn.functional as F
+from mmcv.cnn import build_norm_layer
+from mmengine.logging import MMLogger
+from mmengine.model import BaseModule
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from repnext_mm.registry import MODELS
+from ..layers.reparam import (bn_affine, conv_with_weights, dilate_kernel, fuse_affine_after_conv,
+                              fuse_affine_before_linear, pad_kernel, serial_strip_kernel)
+
+# How the SRP branches run in the training form. 'merged': build the equivalent single kernel from
+# the branch weights on every forward and run one convolution (same parameters and gradients, much
+# faster). 'branches': run every branch literally and sum (the reference path).
+SRPForward = Literal['merged', 'branches']
+SRP_FORWARD_MODES = ('merged', 'branches')
+
+
+def _depthwise(channels: int, kernel_size: tuple[int, int], stride: tuple[int, int] | int = 1,
+               bias: bool = True, dilation: int = 1) -> nn.Conv2d:
+    """A depthwise conv with centred ("same" at stride 1) zero padding."""
+    padding = tuple(dilation * (k - 1) // 2 for k in kernel_size)
+    return nn.Conv2d(channels, channels, kernel_size, stride=stride, padding=padding,
+                     dilation=dilation, groups=channels, bias=bias)
+
+
+def _depthwise_conv(x: Tensor, weight: Tensor, bias: Tensor | None, stride: int) -> Tensor:
+    kh, kw = weight.shape[-2:]
+    return F.conv2d(x, weight, bias, stride=stride, padding=(kh // 2, kw // 2), groups=x.shape[1])
+
+
+class ConvNorm(nn.Module):
+    """Conv2d without bias followed by a norm layer; fuses into one biased Conv2d.
+
+    Args:
+        in_channels: Input channels.
+        out_channels: Output channels.
+        kernel_size: Square kernel size; padding is ``kernel_size // 2``.
+        stride: Convolution stride.
+        norm_cfg: Norm layer config (``BN``, ``SyncBN``, ...).
+        deploy: Build the fused form (a biased conv, no norm) directly.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1, stride: int = 1,
+                 norm_cfg: dict | None = None, deploy: bool = False) -> None:
+        super().__init__()
+        self.deploy = deploy
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride,
+                              padding=kernel_size // 2, bias=deploy)
+        if not deploy:
+            self.bn = build_norm_layer(norm_cfg or dict(type='BN'), out_channels)[1]
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.conv(x)
+        return x if self.deploy else self.bn(x)
+
+    @torch.no_grad()
+    def fuse(self) -> nn.Conv2d:
+        """Returns the conv with the norm folded in (this module is left unchanged)."""
+        if self.deploy:
+            return self.conv
+        weight, bias = fuse_affine_after_conv(self.conv.weight, self.conv.bias, *bn_affine(self.bn))
+        return conv_with_weights(self.conv, weight, bias)
+
+    def switch_to_deploy(self) -> None:
+        if self.deploy:
+            return
+        self.conv = self.fuse()
+        del self.bn
+        self.deploy = True
+
+
+class _RepDWConv(nn.Module):
+    """Base of the reparameterizable depthwise convs: a set of branches equal to one kernel.
+
+    Subclasses define the branches and ``merged_kernel()`` (a differentiable function of the branch
+    weights); this base runs either form and performs the switch to deploy.
+    """
+    fused_kernel_size: int
+
+    def __init__(self, channels: int, stride: int, srp_forward: SRPForward, deploy: bool) -> None:
+        super().__init__()
+        if srp_forward not in SRP_FORWARD_MODES:
+            raise ValueError(f'srp_forward must be one of {SRP_FORWARD_MODES}, got {srp_forward!r}')
+        self.channels = channels
+        self.stride = stride
+        self.srp_forward = srp_forward
+        self.deploy = deploy
+        if deploy:
+            k = self.fused_kernel_size
+            self.reparam = _depthwise(channels, (k, k), stride=stride, bias=True)
+        else:
+            self._build_branches()
+
+    def _build_branches(self) -> None:
+        raise NotImplementedError
+
+    def forward_branches(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def merged_kernel(self) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.deploy:
+            return self.reparam(x)
+        if self.srp_forward == 'branches':
+            return self.forward_branches(x)
+        return _depthwise_conv(x, *self.merged_kernel(), stride=self.stride)
+
+    @torch.no_grad()
+    def fuse(self) -> nn.Conv2d:
+        """Returns one depthwise conv equal to all branches (this module is left unchanged)."""
+        if self.deploy:
+            return self.reparam
+        weight, bias = self.merged_kernel()
+        k = self.fused_kernel_size
+        return conv_with_weights(_depthwise(self.channels, (k, k), self.stride), weight, bias)
+
+    def switch_to_deploy(self) -> None:
+        if self.deploy:
+            return
+        reparam = self.fuse()
+        for name in list(self._modules):
+            delattr(self, name)
+        self.reparam = reparam
+        self.deploy = True
+
+
+class RepDWConvS(_RepDWConv):
+    """Small-kernel reparameterized depthwise conv, fused into one 3x3 kernel.
+
+    Stride 1: parallel 3x3 + 1x3 + 3x1 + dilated 2x2, all with bias.
+    Stride 2: 3x3 (bias) + serial [1x3 -> 3x1] (no bias) + dilated 2x2 (bias).
+    """
+    fused_kernel_size = 3
+
+    def __init__(self, channels: int, stride: int = 1, srp_forward: SRPForward = 'merged',
+                 deploy: bool = False) -> None:
+        super().__init__(channels, stride, srp_forward, deploy)
+
+    def _build_branches(self) -> None:
+        c, s = self.channels, self.stride
+        parallel = s == 1
+        self.conv3x3 = _depthwise(c, (3, 3), stride=s)
+        self.conv1x3 = _depthwise(c, (1, 3), stride=(1, s), bias=parallel)
+        self.conv3x1 = _depthwise(c, (3, 1), stride=(s, 1), bias=parallel)
+        self.conv2x2_dilated = _depthwise(c, (2, 2), stride=s, dilation=2)
+
+    def forward_branches(self, x: Tensor) -> Tensor:
+        out = self.conv3x3(x) + self.conv2x2_dilated(x)
+        if self.stride == 1:
+            return out + self.conv1x3(x) + self.conv3x1(x)
+        return out + self.conv3x1(self.conv1x3(x))
+
+    def merged_kernel(self) -> tuple[Tensor, Tensor]:
+        weight = self.conv3x3.weight + dilate_kernel(self.conv2x2_dilated.weight, 2)
+        bias = self.conv3x3.bias + self.conv2x2_dilated.bias
+        if self.stride == 1:
+            weight = (weight + pad_kernel(self.conv1x3.weight, (3, 3)) +
+                      pad_kernel(self.conv3x1.weight, (3, 3)))
+            bias = bias + self.conv1x3.bias + self.conv3x1.bias
+        else:
+            weight = weight + serial_strip_kernel(self.conv1x3.weight, self.conv3x1.weight)
+        return weight, bias
+
+
+class RepDWConvM(_RepDWConv):
+    """Medium-kernel reparameterized depthwise conv, fused into one 7x7 kernel.
+
+    Parallel 7x7 + 3x5 + 5x3 (with bias) + serial [1x7 -> 7x1] + serial [1x5 -> 5x1] (no bias),
+    at stride 1 or 2.
+    """
+    fused_kernel_size = 7
+
+    def __init__(self, channels: int, stride: int = 1, srp_forward: SRPForward = 'merged',
+                 deploy: bool = False) -> None:
+        super().__init__(channels, stride, srp_forward, deploy)
+
+    def _build_branches(self) -> None:
+        c, s = self.channels, self.stride
+        self.conv7x7 = _depthwise(c, (7, 7), stride=s)
+        self.conv3x5 = _depthwise(c, (3, 5), stride=s)
+        self.conv5x3 = _depthwise(c, (5, 3), stride=s)
+        self.conv1x7 = _depthwise(c, (1, 7), stride=(1, s), bias=False)
+        self.conv7x1 = _depthwise(c, (7, 1), stride=(s, 1), bias=False)
+        self.conv1x5 = _depthwise(c, (1, 5), stride=(1, s), bias=False)
+        self.conv5x1 = _depthwise(c, (5, 1), stride=(s, 1), bias=False)
+
+    def forward_branches(self, x: Tensor) -> Tensor:
+        return (self.conv7x7(x) + self.conv3x5(x) + self.conv5x3(x) +
+                self.conv7x1(self.conv1x7(x)) + self.conv5x1(self.conv1x5(x)))
+
+    def merged_kernel(self) -> tuple[Tensor, Tensor]:
+        weight = (self.conv7x7.weight + pad_kernel(self.conv3x5.weight, (7, 7)) +
+                  pad_kernel(self.conv5x3.weight, (7, 7)) +
+                  serial_strip_kernel(self.conv1x7.weight, self.conv7x1.weight) +
+                  pad_kernel(serial_strip_kernel(self.conv1x5.weight, self.conv5x1.weight), (7, 7)))
+        bias = self.conv7x7.bias + self.conv3x5.bias + self.conv5x3.bias
+        return weight, bias
+
+
+class LargeStripConv(nn.Module):
+    """Depthwise 1xk then kx1, both with bias (k = 11).
+
+    Kept as two convolutions in every form: the first conv's bias passes through the second
+    conv's zero padding, so the pair is not one kxk kernel at the borders.
+    """
+
+    def __init__(self, channels: int, kernel_size: int = 11) -> None:
+        super().__init__()
+        self.conv1xk = _depthwise(channels, (1, kernel_size))
+        self.convkx1 = _depthwise(channels, (kernel_size, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.convkx1(self.conv1xk(x))
+
+
+class ChunkConv(nn.Module):
+    """Token mixer of a block: four equal channel chunks (identity | small | medium | large)."""
+
+    def __init__(self, channels: int, srp_forward: SRPForward = 'merged', deploy: bool = False) -> None:
+        super().__init__()
+        if channels % 4:
+            raise ValueError(f'ChunkConv needs channels divisible by 4, got {channels}')
+        chunk = channels // 4
+        self.small = RepDWConvS(chunk, srp_forward=srp_forward, deploy=deploy)
+        self.medium = RepDWConvM(chunk, srp_forward=srp_forward, deploy=deploy)
+        self.large = LargeStripConv(chunk)
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity, small, medium, large = torch.chunk(x, 4, dim=1)
+        return torch.cat((identity, self.small(small), self.medium(medium), self.large(large)), dim=1)
+
+    def switch_to_deploy(self) -> None:
+        self.small.switch_to_deploy()
+        self.medium.switch_to_deploy()
+
+
+class CopyConv(nn.Module):
+    """Token mixer of a downsample layer: small and medium branches at stride 2 on the same input,
+    concatenated (small first), doubling the channels."""
+
+    def __init__(self, in_channels: int, srp_forward: SRPForward = 'merged', deploy: bool = False) -> None:
+        super().__init__()
+        self.small = RepDWConvS(in_channels, stride=2, srp_forward=srp_forward, deploy=deploy)
+        self.medium = RepDWConvM(in_channels, stride=2, srp_forward=srp_forward, deploy=deploy)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.cat((self.small(x), self.medium(x)), dim=1)
+
+    def switch_to_deploy(self) -> None:
+        self.small.switch_to_deploy()
+        self.medium.switch_to_deploy()
+
+    @torch.no_grad()
+    def fold_affine(self, scale: Tensor, shift: Tensor) -> None:
+        """Folds a per-output-channel affine (a following eval BatchNorm) into both fused kernels."""
+        if not (self.small.deploy and self.medium.deploy):
+            raise RuntimeError('call switch_to_deploy() before folding an affine into CopyConv')
+        c = self.small.channels
+        for conv, part in ((self.small.reparam, slice(0, c)), (self.medium.reparam, slice(c, 2 * c))):
+            weight, bias = fuse_affine_after_conv(conv.weight, conv.bias, scale[part], shift[part])
+            conv.weight.copy_(weight)
+            conv.bias.copy_(bias)
+
+
+class ChannelMixer(nn.Module):
+    """1x1 conv + norm (expand), GELU, 1x1 conv + norm (project back)."""
+
+    def __init__(self, channels: int, mlp_ratio: int, norm_cfg: dict | None, deploy: bool) -> None:
+        super().__init__()
+        hidden = channels * mlp_ratio
+        self.fc1 = ConvNorm(channels, hidden, norm_cfg=norm_cfg, deploy=deploy)
+        self.act = nn.GELU()
+        self.fc2 = ConvNorm(hidden, channels, norm_cfg=norm_cfg, deploy=deploy)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+    def switch_to_deploy(self) -> None:
+        self.fc1.switch_to_deploy()
+        self.fc2.switch_to_deploy()
+
+    @torch.no_grad()
+    def fold_preceding_affine(self, scale: Tensor, shift: Tensor) -> None:
+        """Folds a per-channel affine applied to this module's input into ``fc1``."""
+        if not self.fc1.deploy:
+            raise RuntimeError('call switch_to_deploy() before folding an affine into ChannelMixer')
+        conv = self.fc1.conv
+        weight, bias = fuse_affine_before_linear(conv.weight, conv.bias, scale, shift)
+        conv.weight.copy_(weight)
+        conv.bias.copy_(bias)
+
+
+class RepNeXtBlock(nn.Module):
+    """MetaNeXt block: ``y = x + ChannelMixer(BN(ChunkConv(x)))``.
+
+    Deploy form: the BN is folded into the first 1x1 conv of the channel mixer (it covers the
+    identity chunk too, so it cannot go into the depthwise kernels).
+    """
+
+    def __init__(self, channels: int, mlp_ratio: int = 2, norm_cfg: dict | None = None,
+                 srp_forward: SRPForward = 'merged', deploy: bool = False) -> None:
+        super().__init__()
+        self.deploy = deploy
+        self.token_mixer = ChunkConv(channels, srp_forward=srp_forward, deploy=deploy)
+        if not deploy:
+            self.norm = build_norm_layer(norm_cfg or dict(type='BN'), channels)[1]
+        self.channel_mixer = ChannelMixer(channels, mlp_ratio, norm_cfg, deploy)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.token_mixer(x)
+        if not self.deploy:
+            y = self.norm(y)
+        return x + self.channel_mixer(y)
+
+    def switch_to_deploy(self) -> None:
+        if self.deploy:
+            return
+        self.token_mixer.switch_to_deploy()
+        self.channel_mixer.switch_to_deploy()
+        self.channel_mixer.fold_preceding_affine(*bn_affine(self.norm))
+        del self.norm
+        self.deploy = True
+
+
+class Downsample(nn.Module):
+    """``z = BN(CopyConv(x)); y = z + ChannelMixer(z)``: halves the resolution, doubles channels.
+
+    Deploy form: the BN is folded per channel into the depthwise kernels of the copy conv (its
+    output also feeds the residual, so it must be folded before the split).
+    """
+
+    def __init__(self, in_channels: int, mlp_ratio: int = 2, norm_cfg: dict | None = None,
+                 srp_forward: SRPForward = 'merged', deploy: bool = False) -> None:
+        super().__init__()
+        self.deploy = deploy
+        out_channels = 2 * in_channels
+        self.token_mixer = CopyConv(in_channels, srp_forward=srp_forward, deploy=deploy)
+        if not deploy:
+            self.norm = build_norm_layer(norm_cfg or dict(type='BN'), out_channels)[1]
+        self.channel_mixer = ChannelMixer(out_channels, mlp_ratio, norm_cfg, deploy)
+
+    def forward(self, x: Tensor) -> Tensor:
+        z = self.token_mixer(x)
+        if not self.deploy:
+            z = self.norm(z)
+        return z + self.channel_mixer(z)
+
+    def switch_to_deploy(self) -> None:
+        if self.deploy:
+            return
+        self.token_mixer.switch_to_deploy()
+        self.token_mixer.fold_affine(*bn_affine(self.norm))
+        self.channel_mixer.switch_to_deploy()
+        del self.norm
+        self.deploy = True
+
+
+class RepNeXtStage(nn.Module):
+    """An optional downsample followed by ``depth`` blocks."""
+
+    def __init__(self, in_channels: int, out_channels: int, depth: int, mlp_ratio: int,
+                 norm_cfg: dict | None, srp_forward: SRPForward, deploy: bool) -> None:
+        super().__init__()
+        kwargs = dict(mlp_ratio=mlp_ratio, norm_cfg=norm_cfg, srp_forward=srp_forward, deploy=deploy)
+        self.downsample = (Downsample(in_channels, **kwargs)
+                           if out_channels != in_channels else nn.Identity())
+        self.blocks = nn.Sequential(*(RepNeXtBlock(out_channels, **kwargs) for _ in range(depth)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.blocks(self.downsample(x))
+
+
+@MODELS.register_module()
+class RepNeXt(BaseModule):
+    """RepNeXt backbone for mmdet, mmseg and mmpretrain.
+
+    Args:
+        arch: One of ``'m0'`` .. ``'m5'`` or a dict with ``widths`` and ``depths`` (four stages each;
+            widths divisible by 4 and doubling from stage to stage).
+        in_channels: Input image channels.
+        out_indices: Stages whose outputs are returned (strides 4, 8, 16, 32); negative indices
+            count from the last stage.
+        frozen_stages: ``-1`` freezes nothing, ``0`` the stem, ``i >= 1`` the stem and the first
+            ``i`` stages (as ResNet): parameters stop requiring grad and their norms stay in eval.
+        norm_eval: Keep every BatchNorm in eval mode during training (statistics frozen).
+        norm_cfg: Norm layer config for the training form, e.g. ``dict(type='SyncBN')``.
+        mlp_ratio: Channel-mixer expansion ratio.
+        srp_forward: ``'merged'`` (default) runs each SRP branch set as one convolution whose kernel
+            is rebuilt from the branch weights on every forward; ``'branches'`` runs every branch
+            (identical parameters, outputs and gradients; slower).
+        deploy: Build the fused inference structure (no SRP branches, no BatchNorm).
+        init_cfg: MMEngine init config, e.g.
+            ``dict(type='Pretrained', checkpoint='...', prefix='backbone.')``.
+    """
+    arch_settings = {
+        'm0': dict(widths=(40, 80, 160, 320), depths=(2, 2, 9, 1)),
+        'm1': dict(widths=(48, 96, 192, 384), depths=(3, 3, 15, 2)),
+        'm2': dict(widths=(56, 112, 224, 448), depths=(3, 3, 15, 2)),
+        'm3': dict(widths=(64, 128, 256, 512), depths=(3, 3, 13, 2)),
+        'm4': dict(widths=(64, 128, 256, 512), depths=(5, 5, 25, 4)),
+        'm5': dict(widths=(80, 160, 320, 640), depths=(7, 7, 35, 2)),
+    }
+    num_stages = 4
+
+    def __init__(self,
+                 arch: str | dict = 'm1',
+                 in_channels: int = 3,
+                 out_indices: Sequence[int] | int = (0, 1, 2, 3),
+                 frozen_stages: int = -1,
+                 norm_eval: bool = False,
+                 norm_cfg: dict | None = None,
+                 mlp_ratio: int = 2,
+                 srp_forward: SRPForward = 'merged',
+                 deploy: bool = False,
+                 init_cfg: dict | list[dict] | None = None) -> None:
+        super().__init__(init_cfg=init_cfg)
+        self.arch = self.parse_arch(arch)
+        widths, depths = self.arch['widths'], self.arch['depths']
+        self.widths = widths
+        self.out_indices = self._parse_out_indices(out_indices)
+        if not isinstance(frozen_stages, int) or not -1 <= frozen_stages <= self.num_stages:
+            raise ValueError(f'frozen_stages must be an int in [-1, {self.num_stages}] '
+                             f'(-1: nothing, 0: stem, i: stem + first i stages), got {frozen_stages!r}')
+        if srp_forward not in SRP_FORWARD_MODES:
+            raise ValueError(f'srp_forward must be one of {SRP_FORWARD_MODES}, got {srp_forward!r}')
+        self.frozen_stages = frozen_stages
+        self.norm_eval = norm_eval
+        self.norm_cfg = copy.deepcopy(norm_cfg) if norm_cfg is not None else dict(type='BN')
+        self.srp_forward = srp_forward
+        self.deploy = deploy
+
+        self.stem = nn.Sequential(
+            ConvNorm(in_channels, widths[0] // 2, 3, stride=2, norm_cfg=self.norm_cfg, deploy=deploy),
+            nn.GELU(),
+            ConvNorm(widths[0] // 2, widths[0], 3, stride=2, norm_cfg=self.norm_cfg, deploy=deploy),
+        )
+        self.stages = nn.ModuleList()
+        in_width = widths[0]
+        for width, depth in zip(widths, depths):
+            self.stages.append(RepNeXtStage(in_width, width, depth, mlp_ratio, self.norm_cfg,
+                                            srp_forward, deploy))
+            in_width = width
+        self._freeze_stages()
+
+    @classmethod
+    def parse_arch(cls, arch: str | dict) -> dict:
+        """Validates ``arch`` and returns ``dict(widths=tuple, depths=tuple)``."""
+        if isinstance(arch, str):
+            key = arch.lower()
+            if key not in cls.arch_settings:
+                raise ValueError(f'unknown RepNeXt arch {arch!r}; choose one of '
+                                 f'{sorted(cls.arch_settings)} or pass dict(widths=..., depths=...)')
+            return {k: tuple(v) for k, v in cls.arch_settings[key].items()}
+        if not isinstance(arch, dict):
+            raise ValueError(f'arch must be a name in {sorted(cls.arch_settings)} or a dict with '
+                             f"'widths' and 'depths', got {type(arch).__name__}")
+        missing = {'widths', 'depths'} - set(arch)
+        extra = set(arch) - {'widths', 'depths'}
+        if missing or extra:
+            raise ValueError(f"a custom arch dict needs exactly the keys 'widths' and 'depths'; "
+                             f'missing {sorted(missing)}, unexpected {sorted(extra)}')
+        widths, depths = tuple(arch['widths']), tuple(arch['depths'])
+        n = cls.num_stages
+        if len(widths) != n or len(depths) != n:
+            raise ValueError(f'RepNeXt has {n} stages: widths and depths need {n} entries each, '
+                             f'got {len(widths)} widths and {len(depths)} depths')
+        if any(not isinstance(w, int) or w <= 0 or w % 4 for w in widths):
+            raise ValueError(f'every width must be a positive multiple of 4 (chunk convolution '
+                             f'splits channels into 4 chunks), got widths={widths}')
+        if any(b != 2 * a for a, b in zip(widths, widths[1:])):
+            raise ValueError(f'widths must double from stage to stage (the downsample layer doubles '
+                             f'channels), got widths={widths}; e.g. (48, 96, 192, 384)')
+        if any(not isinstance(d, int) or d < 1 for d in depths):
+            raise ValueError(f'every depth must be a positive int, got depths={depths}')
+        return dict(widths=widths, depths=depths)
+
+    def _parse_out_indices(self, out_indices: Sequence[int] | int) -> tuple[int, ...]:
+        if isinstance(out_indices, int):
+            out_indices = [out_indices]
+        parsed = []
+        for index in out_indices:
+            if not isinstance(index, int) or not -self.num_stages <= index < self.num_stages:
+                raise ValueError(f'out_indices entries must be ints in [-{self.num_stages}, '
+                                 f'{self.num_stages - 1}], got {tuple(out_indices)}')
+            parsed.append(index % self.num_stages)
+        if len(set(parsed)) != len(parsed):
+            raise ValueError(f'out_indices name a stage twice: {tuple(out_indices)}')
+        return tuple(sorted(parsed))
+
+    def forward(self, x: Tensor) -> tuple[Tensor, ...]:
+        # The last stage has total stride 32: a smaller input leaves it without one real pixel.
+        min_size = 32
+        height, width = x.shape[-2:]
+        if height < min_size or width < min_size:
+            raise ValueError(
+                f'RepNeXt needs inputs of at least {min_size}x{min_size} pixels (its last stage '
+                f'has stride {min_size}), got {height}x{width}; resize the images up or pad them '
+                '(e.g. pad_size_divisor=32 in the data preprocessor)')
+        x = self.stem(x)
+        outs = []
+        for i, stage in enumerate(self.stages):
+            x = stage(x)
+            if i in self.out_indices:
+                outs.append(x)
+        return tuple(outs)
+
+    def _freeze_stages(self) -> None:
+        if self.frozen_stages < 0:
+            return
+        frozen = [self.stem, *self.stages[:self.frozen_stages]]
+        for module in frozen:
+            module.eval()
+            for param in module.parameters():
+                param.requires_grad = False
+
+    def train(self, mode: bool = True) -> 'RepNeXt':
+        super().train(mode)
+        self._freeze_stages()
+        if mode and self.norm_eval:
+            for module in self.modules():
+                if isinstance(module, _BatchNorm):
+                    module.eval()
+        return self
+
+    def switch_to_deploy(self) -> None:
+        """Fuses the whole backbone in place: idempotent; afterwards it holds no BatchNorm."""
+        if self.deploy:
+            return
+        for module in self.stem:
+            if isinstance(module, ConvNorm):
+                module.switch_to_deploy()
+        for stage in self.stages:
+            if isinstance(stage.downsample, Downsample):
+                stage.downsample.switch_to_deploy()
+            for block in stage.blocks:
+                block.switch_to_deploy()
+        self.deploy = True
+
+    def init_weights(self) -> None:
+        """Loads ``init_cfg`` Pretrained weights strictly enough to catch a wrong prefix.
+
+        MMEngine's own Pretrained init loads with ``strict=False`` and only logs mismatches, so a
+        checkpoint whose keys match nothing would leave a silently random backbone; here that is
+        an error naming the expected prefix.
+        """
+        cfg = self.init_cfg
+        if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
+            from repnext_mm.models.utils.checkpoint import load_pretrained
+            load_pretrained(self, cfg['checkpoint'], prefix=cfg.get('prefix'),
+                            map_location=cfg.get('map_location', 'cpu'), logger=MMLogger.get_current_instance())
+            self._is_init = True
+            return
+        super().init_weights()

@@ -1,0 +1,3 @@
+from .repnext_head import NormLinear, RepNeXtClsHead
+
+__all__ = ['NormLinear', 'RepNeXtClsHead']

@@ -1,0 +1,29 @@
+"""Shared test utilities."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+
+@torch.no_grad()
+def randomize_norms(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Gives every BatchNorm non-trivial statistics and affine parameters.
+
+    At the default init (mean 0, var 1, weight 1, bias 0) a BN is almost the identity and a wrong
+    fusion can still pass an equality test; these values make every fold matter.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, _BatchNorm):
+            n = module.num_features
+            module.running_mean.copy_(torch.rand(n, generator=gen) - 0.5)
+            module.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
+            module.weight.copy_(torch.rand(n, generator=gen) + 0.5)
+            module.bias.copy_(torch.rand(n, generator=gen) - 0.5)
+    return model
+
+
+def max_rel_error(actual: Tensor, expected: Tensor) -> float:
+    """Max absolute difference relative to the largest magnitude of ``expected``."""
+    return ((actual - expected).abs().max() / expected.abs().max().clamp_min(1e-12)).item()

@@ -1,0 +1,31 @@
+"""MMEngine checkpoints load under torch's ``weights_only=True`` default, and nothing more does."""
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from mmengine.logging import HistoryBuffer
+
+import repnext_mm  # noqa: F401  (registers the safe globals)
+
+
+def test_safe_globals_let_weights_only_load_read_mmengine_meta(tmp_path):
+    buffer = HistoryBuffer()
+    buffer.update(1.5)
+    path = tmp_path / 'ckpt.pth'
+    torch.save({'meta': {'seed': np.int64(3), 'lr': np.float64(0.1), 'hist': buffer,
+                         'arr': np.arange(3)}}, path)
+    loaded = torch.load(path, weights_only=True)
+    assert loaded['meta']['seed'] == 3 and loaded['meta']['hist'].current() == 1.5
+
+
+def test_weights_only_getattr_stand_in_refuses_other_attributes(tmp_path):
+    """Only HistoryBuffer's statistics methods resolve; any other getattr in a checkpoint fails."""
+    class Sneaky:
+        def __reduce__(self):
+            return getattr, (HistoryBuffer, 'update')
+
+    path = tmp_path / 'sneaky.pth'
+    torch.save({'x': Sneaky()}, path)
+    with pytest.raises(pickle.UnpicklingError, match='only HistoryBuffer statistics methods'):
+        torch.load(path, weights_only=True)

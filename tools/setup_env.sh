@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Create .venv in the repo root with the whole OpenMMLab stack and repnext_mm installed (editable).
+#
+# Idempotent: when the requirement files are unchanged since the last successful run and the stack
+# imports, it finishes in seconds. pip's wheel cache keeps the slow mmcv build for later runs.
+#
+# Why the environment juggling (see README, Troubleshooting):
+#   * This machine's pip config and PIP_FIND_LINKS point at a local torch-2.13.0+cpu build that the
+#     registry's torchvision cannot load with, so every pip call ignores them.
+#   * mmcv 2.1.0 has no wheel for torch 2.13: it is compiled from the sdist with its C++ ops, which
+#     needs torch installed first and setuptools<70 (its setup.py imports pkg_resources).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${REPNEXT_VENV:-$ROOT/.venv}"
+CONSTRAINTS="$ROOT/requirements/constraints.txt"
+STAMP="$VENV/.repnext_mm_setup_stamp"
+PYTHON="${PYTHON:-python3.11}"
+command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
+
+log() { printf '[setup_env %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
+
+pip_() {
+  env -u PIP_FIND_LINKS PIP_CONFIG_FILE=/dev/null PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    "$VENV/bin/python" -m pip "$@"
+}
+
+stamp_value() {
+  cat "$CONSTRAINTS" "$ROOT/requirements/runtime.txt" "$ROOT/setup.py" "$0" | sha256sum | cut -d' ' -f1
+}
+
+stack_imports() {
+  "$VENV/bin/python" - <<'PY' >/dev/null 2>&1
+import torch, torchvision, mmcv, mmengine, mmdet, mmseg, mmpretrain, repnext_mm
+from mmcv.ops import nms, roi_align  # the compiled ops Mask R-CNN needs
+PY
+}
+
+if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$(stamp_value)" ]] && stack_imports; then
+  log "environment at $VENV is up to date"
+  exit 0
+fi
+
+if [[ ! -x "$VENV/bin/python" ]]; then
+  log "creating virtual environment $VENV with $($PYTHON --version)"
+  "$PYTHON" -m venv "$VENV"
+fi
+
+log "step 1/4: torch + torchvision (registry build, pinned)"
+pip_ install -q -c "$CONSTRAINTS" torch torchvision setuptools wheel
+
+if "$VENV/bin/python" -c "import mmcv, mmcv.ops; assert mmcv.__version__ == '2.1.0'" >/dev/null 2>&1; then
+  log "step 2/4: mmcv 2.1.0 with ops already installed"
+else
+  log "step 2/4: mmcv 2.1.0 with C++ ops (from pip's wheel cache, or compiled: 13-30 min on 2 cores)"
+  pip_ install -q "setuptools<70"
+  MMCV_WITH_OPS=1 FORCE_CUDA=0 MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
+    pip_ install --no-build-isolation -c "$CONSTRAINTS" mmcv==2.1.0
+fi
+
+log "step 3/4: OpenMMLab libraries, deploy and test tools"
+pip_ install -q -c "$CONSTRAINTS" setuptools -r "$ROOT/requirements/runtime.txt"
+
+log "step 4/4: repnext_mm (editable)"
+pip_ install -q -c "$CONSTRAINTS" --no-build-isolation --no-deps -e "$ROOT"
+
+if ! stack_imports; then
+  log "ERROR: the stack does not import after installation; run: $VENV/bin/python -c 'import mmcv.ops'"
+  exit 1
+fi
+stamp_value > "$STAMP"
+log "done: $("$VENV/bin/python" -c 'import torch, mmcv, mmdet, mmseg, mmpretrain; print(f"torch {torch.__version__}, mmcv {mmcv.__version__}, mmdet {mmdet.__version__}, mmseg {mmseg.__version__}, mmpretrain {mmpretrain.__version__}")')"
