@@ -26,7 +26,7 @@ pip_() {
 }
 
 stamp_value() {
-  cat "$CONSTRAINTS" "$ROOT/requirements/runtime.txt" "$ROOT/setup.py" "$0" | sha256sum | cut -d' ' -f1
+  cat "$CONSTRAINTS" "$ROOT/requirements/runtime.txt" "$ROOT/setup.py" "${BASH_SOURCE[0]}" | sha256sum | cut -d' ' -f1
 }
 
 stack_imports() {
