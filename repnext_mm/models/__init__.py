@@ -8,5 +8,6 @@ try:  # the classification pieces subclass mmpretrain's; detection/segmentation 
 except ImportError:  # pragma: no cover - exercised only without mmpretrain
     pass
 else:
+    from .classifiers import DistillImageClassifier  # noqa: F401
     from .heads import RepNeXtClsHead  # noqa: F401
-    __all__.append('RepNeXtClsHead')
+    __all__ += ['DistillImageClassifier', 'RepNeXtClsHead']

@@ -13,6 +13,9 @@ import numpy as np
 import torch
 
 
+HISTORY_BUFFER_STATISTICS = frozenset({'min', 'max', 'current', 'mean'})
+
+
 def _history_buffer_getattr(owner: type, name: str):
     """Stands in for ``getattr`` during weights-only loads, resolving only what MMEngine needs.
 
@@ -22,7 +25,10 @@ def _history_buffer_getattr(owner: type, name: str):
     """
     from mmengine.logging.history_buffer import HistoryBuffer
 
-    if owner is HistoryBuffer and name in HistoryBuffer._statistics_methods:
+    # The built-in statistics are registered lazily (on the first HistoryBuffer), so the class
+    # registry can still be empty in a process that only loads checkpoints.
+    allowed = HISTORY_BUFFER_STATISTICS | set(HistoryBuffer._statistics_methods)
+    if owner is HistoryBuffer and name in allowed:
         return getattr(HistoryBuffer, name)
     raise pickle.UnpicklingError(f'weights-only checkpoint load refused getattr({owner!r}, {name!r}): only '
                      'HistoryBuffer statistics methods are allowed')

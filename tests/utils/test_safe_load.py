@@ -29,3 +29,18 @@ def test_weights_only_getattr_stand_in_refuses_other_attributes(tmp_path):
     torch.save({'x': Sneaky()}, path)
     with pytest.raises(pickle.UnpicklingError, match='only HistoryBuffer statistics methods'):
         torch.load(path, weights_only=True)
+
+
+def test_history_buffer_loads_in_a_fresh_process(tmp_path):
+    """A process that never built a HistoryBuffer has an empty statistics registry."""
+    import subprocess
+    import sys
+    buffer = HistoryBuffer()
+    buffer.update(2.0)
+    path = tmp_path / 'hub.pth'
+    torch.save({'message_hub': {'log_scalars': {'loss': buffer}}}, path)
+    script = ('import torch, repnext_mm; '
+              f'print(torch.load({str(path)!r}, weights_only=True)["message_hub"]["log_scalars"]["loss"].mean())')
+    result = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == '2.0'
