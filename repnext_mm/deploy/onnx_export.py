@@ -1,0 +1,118 @@
+"""ONNX export with a structural check and an onnxruntime-vs-torch parity check.
+
+The exported graph takes the normalized image (as after the data preprocessor); mean, std and
+channel order are recorded in the model's metadata. The file is only moved into place once
+``onnx.checker`` accepts it and onnxruntime reproduces torch's outputs.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .builder import RELATIVE_TOLERANCE, Difference, compare_outputs, example_inputs
+from .errors import DeployError
+from .exportable import Preprocessing
+from .io import atomic_write, check_output_path
+
+MIN_OPSET = 17
+INPUT_NAME = 'input'
+
+
+def require_onnx():
+    try:
+        import onnx
+        import onnxruntime
+    except ImportError as error:
+        raise DeployError('ONNX export needs onnx and onnxruntime: pip install onnx onnxruntime '
+                          '(with -c requirements/constraints.txt)') from error
+    return onnx, onnxruntime
+
+
+@dataclass
+class OnnxExport:
+    """Result of :func:`export_onnx`: the file and the onnxruntime vs torch difference."""
+    path: Path
+    difference: Difference
+    output_names: list[str]
+    output_shapes: dict[str, list[int]]
+
+
+def _export(module: nn.Module, example: torch.Tensor, path: Path, output_names: list[str],
+            opset: int) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # tracer warnings about python control flow on shapes
+        # The TorchScript-based exporter: a fixed-shape graph of plain ops, no onnxscript needed.
+        torch.onnx.export(module, (example,), str(path), opset_version=opset, dynamo=False,
+                          input_names=[INPUT_NAME], output_names=output_names,
+                          do_constant_folding=True)
+
+
+def onnx_session(path: str | os.PathLike, threads: int | None = None):
+    _, ort = require_onnx()
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), options, providers=['CPUExecutionProvider'])
+
+
+@torch.no_grad()
+def export_onnx(module: nn.Module, shape: tuple[int, int], out: str | os.PathLike,
+                output_names: list[str], opset: int = MIN_OPSET,
+                preprocessing: Preprocessing | None = None, force: bool = False,
+                tolerance: float = RELATIVE_TOLERANCE, check_parity: bool = True,
+                batch_size: int = 1, log: Callable[[str], None] = print) -> OnnxExport:
+    """Exports ``module`` (``forward(image) -> tuple``) at a fixed input size and verifies it.
+
+    The graph has static shapes (``batch_size`` x 3 x H x W), as mobile runtimes prefer.
+
+    Raises:
+        DeployError: opset below 17, checker failure, or onnxruntime outputs that differ from
+            torch's by more than ``tolerance`` (relative); nothing is written then.
+    """
+    onnx, _ = require_onnx()
+    if opset < MIN_OPSET:
+        raise DeployError(f'--opset must be >= {MIN_OPSET} (the opsets this export is tested '
+                          f'with), got {opset}')
+    out = check_output_path(out, force)
+    module = module.eval()
+    example = example_inputs(shape, batch_size=batch_size, seed=0)
+    expected = list(module(example))
+    if len(expected) != len(output_names):
+        raise DeployError(f'the model returns {len(expected)} outputs but {len(output_names)} '
+                          'names were given')
+    result: dict = {}
+
+    def write(tmp: Path) -> None:
+        _export(module, example, tmp, output_names, opset)
+        model = onnx.load(str(tmp))
+        onnx.checker.check_model(model)
+        metadata = dict(producer='repnext_mm', input_layout='NCHW float32, normalized')
+        if preprocessing is not None:
+            metadata.update(mean=str(list(preprocessing.mean)), std=str(list(preprocessing.std)),
+                            color_layout=preprocessing.color_layout)
+        for key, value in metadata.items():
+            entry = model.metadata_props.add()
+            entry.key, entry.value = key, value
+        onnx.save(model, str(tmp))
+        if check_parity:
+            session = onnx_session(tmp)
+            actual = session.run(output_names, {INPUT_NAME: example.numpy()})
+            difference = compare_outputs([torch.from_numpy(a) for a in actual], expected)
+            log(f'onnxruntime vs torch: {difference}')
+            if not difference.within(tolerance):
+                raise DeployError(f'onnxruntime does not reproduce torch ({difference}, tolerance '
+                                  f'{tolerance:g}); nothing was written')
+            result['difference'] = difference
+
+    try:
+        atomic_write(out, write)
+    except onnx.checker.ValidationError as error:
+        raise DeployError(f'onnx.checker rejected the exported graph: {error}') from error
+    return OnnxExport(out, result.get('difference', Difference(0.0, 0.0, 0)), output_names,
+                      {n: list(t.shape) for n, t in zip(output_names, expected)})

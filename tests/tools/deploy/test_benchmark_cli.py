@@ -1,0 +1,79 @@
+"""tools/analysis/benchmark.py on tiny cases: CSV/JSON output, config + checkpoint, dataset mode."""
+import csv
+import json
+
+import numpy as np
+import torch
+from PIL import Image
+
+from tests.deploy.conftest import CONFIGS
+from .tool_runner import run_tool
+
+TOOL = 'tools/analysis/benchmark.py'
+DATA_ROOT = 'test_dataloader.dataset.data_root='
+
+
+def test_bare_backbone_fused_vs_unfused_to_json(tmp_path, capsys):
+    out = tmp_path / 'rows.json'
+    status, stdout, _ = run_tool(TOOL, ['--arch', 'm0', '--shape', 64, 64, '--backend', 'torch',
+                                        '--warmup', 1, '--runs', 2, '--no-progress', '--out', out],
+                                 capsys)
+    assert status == 0
+    assert f'with {torch.get_num_threads()} intra-op threads' in stdout
+    assert 'RepNeXt-M0 backbone on torch at 64x64: fused' in stdout  # the speed-up line
+    rows = json.loads(out.read_text())['rows']
+    assert [r['form'] for r in rows] == ['fused', 'unfused']
+    assert rows[0]['gmacs'] < rows[1]['gmacs']  # unfused counts every branch
+    assert all(r['runs'] == 2 and r['median_ms'] > 0 for r in rows)
+
+
+def test_config_checkpoint_backbone_on_onnxruntime_to_csv(trained_checkpoints, tmp_path, capsys):
+    out = tmp_path / 'rows.csv'
+    status, stdout, _ = run_tool(TOOL, [CONFIGS['segmentor'], trained_checkpoints['segmentor'],
+                                        '--backbone-only', '--shape', 64, 64, '--backend',
+                                        'onnxruntime', '--no-unfused', '--warmup', 1, '--runs', 2,
+                                        '--no-progress', '--out', out], capsys)
+    assert status == 0
+    with open(out, newline='') as stream:
+        rows = list(csv.DictReader(stream))
+    assert len(rows) == 1
+    assert rows[0]['backend'].startswith('onnxruntime') and rows[0]['form'] == 'fused'
+    assert rows[0]['exported'] == 'backbone' and rows[0]['arch'] == 'm0'
+    assert rows[0]['weights'] == str(trained_checkpoints['segmentor'])
+
+
+def _fake_ade_split(root, count=3, size=64):
+    """A minimal ADE20K-layout validation split (images/validation, annotations/validation)."""
+    rng = np.random.default_rng(0)
+    (root / 'images' / 'validation').mkdir(parents=True)
+    (root / 'annotations' / 'validation').mkdir(parents=True)
+    for index in range(count):
+        image = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
+        label = rng.integers(0, 5, (size, size), dtype=np.uint8)
+        Image.fromarray(image).save(root / 'images' / 'validation' / f'{index}.jpg')
+        Image.fromarray(label).save(root / 'annotations' / 'validation' / f'{index}.png')
+
+
+def test_dataset_mode_times_the_whole_segmentor(trained_checkpoints, tmp_path, capsys):
+    _fake_ade_split(tmp_path / 'ade')
+    status, stdout, _ = run_tool(TOOL, [CONFIGS['segmentor'], trained_checkpoints['segmentor'],
+                                        '--dataset', '--max-iter', 2, '--no-unfused', '--no-progress',
+                                        '--cfg-options', DATA_ROOT + str(tmp_path / 'ade')],
+                                 capsys)
+    assert status == 0, stdout
+    # 2 images: 1 warm-up, 1 timed (the unfused form is timed the same way; skipped for speed)
+    assert any(line.startswith('fused: ') and 'images/s (1 timed, 1 warm-up)' in line
+               for line in stdout.splitlines()), stdout
+    assert '| torch cpu (dataset) | fused |' in stdout
+
+
+def test_bad_invocations_exit_with_status_2(tmp_path, capsys, monkeypatch):
+    status, _, stderr = run_tool(TOOL, ['--shape', 64, 64], capsys)
+    assert status == 2 and 'either CONFIG' in stderr
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    status, _, stderr = run_tool(TOOL, ['--arch', 'm0', '--backend', 'cuda'], capsys)
+    assert status == 2 and 'needs an NVIDIA GPU' in stderr
+    status, _, stderr = run_tool(TOOL, [CONFIGS['segmentor'], '--dataset', '--no-progress',
+                                        '--cfg-options', DATA_ROOT + str(tmp_path / 'none')],
+                                 capsys)
+    assert status == 2 and 'test dataset' in stderr

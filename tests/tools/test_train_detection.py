@@ -1,0 +1,309 @@
+"""tools/train.py, tools/test.py and tools/dist_train.sh on Mask R-CNN (RepNeXt-M0, shapes data).
+
+One training run of the shapes config (the one ``tools/run_demo.sh`` runs), launched with
+``tools/dist_train.sh`` as 2 CPU processes over gloo, is shared by the multi-process, learning
+and test-tool checks. Resume and interruption checks use single-process runs of a few
+iterations on a subset (``train_dataloader.dataset.indices``).
+
+Subprocesses run with one OpenMP thread each (unless OMP_NUM_THREADS is set): on 2 shared
+cores, 2 threads per process make a training step up to 10x slower as soon as anything else
+runs (the threads spin-wait for each other).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from repnext_mm import tools_utils
+from repnext_mm.tools_utils import run_cli, train
+
+REPO = Path(__file__).resolve().parents[2]
+SHAPES_CONFIG = REPO / 'configs' / 'mmdet' / 'mask_rcnn_repnext_m0_fpn_shapes.py'
+COCO_CONFIG = REPO / 'configs' / 'mmdet' / 'mask_rcnn_repnext_m0_fpn_1x_coco.py'
+SHAPES_ROOT = REPO / 'data' / 'shapes'
+SEED = ['randomness.seed=0']
+# A few iterations on 4 training images (2 iterations per epoch at batch 2), no validation.
+NO_VALIDATION = ['val_cfg=None', 'val_dataloader=None', 'val_evaluator=None']
+TINY_RUN = ['train_dataloader.dataset.indices=4', *NO_VALIDATION, *SEED]
+
+# Untrained, every detection is a guess: bbox/segm mAP ~0.000. The shared run (4 epochs on the
+# 200 training images, 2 processes x 2 images per step) measured bbox mAP 0.164 and segm mAP
+# 0.176 on the 50 validation images. The thresholds sit at half of that: far above anything an
+# untrained or non-learning model reaches, with room for other seeds, thread counts and BLAS
+# builds (the single-process run of tools/run_demo.sh, another schedule of the same config,
+# measured DEMO_NUMBERS).
+UNTRAINED_AP_MAX = 0.01
+TRAINED_BBOX_AP_MIN = 0.08
+TRAINED_SEGM_AP_MIN = 0.08
+
+
+def run_tool(*args: str | Path, cwd: Path = REPO, env: dict | None = None,
+             timeout: float = 900) -> subprocess.CompletedProcess:
+    """Runs ``tools/*.py`` with this interpreter and ``tools/*.sh`` with bash."""
+    command = [str(a) for a in args]
+    if command[0].endswith('.py'):
+        command = [sys.executable, *command]
+    elif command[0].endswith('.sh'):
+        command = ['bash', *command]
+    full_env = {'OMP_NUM_THREADS': '1', **os.environ, 'PYTHONPATH': str(REPO),
+                'PYTHON': sys.executable, **(env or {})}
+    return subprocess.run(command, cwd=cwd, env=full_env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def describe(result: subprocess.CompletedProcess) -> str:
+    return f'exit {result.returncode}\n--- stdout ---\n{result.stdout[-3000:]}\n' \
+           f'--- stderr ---\n{result.stderr[-5000:]}'
+
+
+def printed_metrics(result: subprocess.CompletedProcess) -> dict:
+    """The metrics tools/test.py prints as its last ``test metrics: {...}`` line."""
+    lines = [line for line in result.stdout.splitlines() if line.startswith('test metrics: ')]
+    assert lines, describe(result)
+    return json.loads(lines[-1][len('test metrics: '):])
+
+
+def last_val_metrics(work_dir: Path) -> dict:
+    """The metrics of the last validation of a training run (MMEngine's scalars.json)."""
+    (scalars,) = work_dir.glob('*/vis_data/scalars.json')
+    records = [json.loads(line) for line in scalars.read_text().splitlines()]
+    evaluations = [r for r in records if 'coco/bbox_mAP' in r]
+    assert evaluations, f'no validation in {scalars}'
+    return evaluations[-1]
+
+
+def load_checkpoint(path: Path) -> dict:
+    # weights_only=True, as MMEngine's loader gets by default under torch >= 2.6: what a resume
+    # or tools/test.py reads must load without unpickling arbitrary objects.
+    return torch.load(path, map_location='cpu', weights_only=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope='module')
+def shapes_data() -> Path:
+    result = run_tool('tools/data/make_shapes.py', '--quiet')  # no-op when up to date
+    assert result.returncode == 0, describe(result)
+    assert (SHAPES_ROOT / 'coco' / 'annotations' / 'instances_val.json').is_file()
+    return SHAPES_ROOT
+
+
+@pytest.fixture(scope='module')
+def trained(shapes_data, tmp_path_factory) -> SimpleNamespace:
+    """The shapes config trained by tools/dist_train.sh with 2 CPU processes (shared run)."""
+    work_dir = tmp_path_factory.mktemp('shapes_train')
+    started = time.perf_counter()
+    result = run_tool('tools/dist_train.sh', SHAPES_CONFIG, '2', '--work-dir', work_dir,
+                      '--cfg-options', *SEED, env={'PORT': str(free_port())})
+    seconds = time.perf_counter() - started
+    assert result.returncode == 0, describe(result)
+    checkpoint = Path((work_dir / 'last_checkpoint').read_text().strip())
+    return SimpleNamespace(work_dir=work_dir, checkpoint=checkpoint, seconds=seconds,
+                           log=result.stdout + result.stderr, metrics=last_val_metrics(work_dir))
+
+
+def save_untrained_checkpoint(path: Path) -> Path:
+    """The shapes model as ``init_weights`` leaves it, saved the way MMEngine saves models."""
+    from mmdet.registry import MODELS
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+
+    cfg = Config.fromfile(str(SHAPES_CONFIG))
+    init_default_scope(cfg.default_scope)
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    torch.save({'state_dict': model.state_dict(), 'meta': {}}, path)
+    return path
+
+
+@pytest.mark.slow
+def test_training_learns_far_beyond_the_untrained_model(trained, tmp_path):
+    untrained = save_untrained_checkpoint(tmp_path / 'untrained.pth')
+    result = run_tool('tools/test.py', SHAPES_CONFIG, untrained, '--work-dir', tmp_path / 'eval')
+    assert result.returncode == 0, describe(result)
+    before, after = printed_metrics(result), trained.metrics
+    print(f'bbox mAP untrained {before["coco/bbox_mAP"]:.3f} -> trained '
+          f'{after["coco/bbox_mAP"]:.3f}; segm mAP {before["coco/segm_mAP"]:.3f} -> '
+          f'{after["coco/segm_mAP"]:.3f} (training took {trained.seconds:.0f} s)')
+    assert before['coco/bbox_mAP'] <= UNTRAINED_AP_MAX
+    assert after['coco/bbox_mAP'] >= TRAINED_BBOX_AP_MIN
+    assert after['coco/segm_mAP'] >= TRAINED_SEGM_AP_MIN
+
+
+@pytest.mark.slow
+def test_test_tool_reproduces_the_last_training_evaluation(trained, tmp_path):
+    out = tmp_path / 'predictions.pkl'
+    result = run_tool('tools/test.py', SHAPES_CONFIG, trained.checkpoint,
+                      '--work-dir', tmp_path, '--out', out)
+    assert result.returncode == 0, describe(result)
+    metrics = printed_metrics(result)
+    keys = [k for k in trained.metrics if k.startswith('coco/')]
+    assert len(keys) == 12 + 12  # the 12 COCO summary numbers for boxes and for masks
+    # Same weights, same images, deterministic CPU inference: the same numbers.
+    assert {k: metrics[k] for k in keys} == {k: trained.metrics[k] for k in keys}
+
+    import pickle
+    with open(out, 'rb') as file:
+        predictions = pickle.load(file)
+    assert len(predictions) == 50  # one entry per validation image
+
+
+@pytest.mark.slow
+def test_resume_ends_with_the_weights_of_an_uninterrupted_run(shapes_data, tmp_path):
+    straight, stopped = tmp_path / 'straight', tmp_path / 'stopped'
+    for work_dir, epochs, extra in ((straight, 2, []), (stopped, 1, []),
+                                    (stopped, 2, ['--resume'])):
+        result = run_tool('tools/train.py', SHAPES_CONFIG, '--work-dir', work_dir, *extra,
+                          '--cfg-options', *TINY_RUN, f'train_cfg.max_epochs={epochs}')
+        assert result.returncode == 0, describe(result)
+    log = result.stdout + result.stderr
+    assert 'resumed epoch: 1, iter: 2' in log, describe(result)
+    assert 'restored the Python, NumPy and torch random number generator states' in log
+
+    expected, resumed = load_checkpoint(straight / 'epoch_2.pth'), \
+        load_checkpoint(stopped / 'epoch_2.pth')
+    assert expected['meta']['iter'] == resumed['meta']['iter'] == 4
+    assert expected['state_dict'].keys() == resumed['state_dict'].keys()
+    different = [k for k, v in expected['state_dict'].items()
+                 if not torch.equal(v, resumed['state_dict'][k])]
+    assert not different, f'{len(different)} tensors differ, e.g. {different[:5]}'
+    # The optimizer continues too (AdamW moments and step counts).
+    for expected_state, resumed_state in zip(expected['optimizer']['state'].values(),
+                                             resumed['optimizer']['state'].values()):
+        for name, value in expected_state.items():
+            assert torch.equal(value, resumed_state[name])
+
+
+@pytest.mark.slow
+def test_dist_train_ran_two_cpu_processes_over_gloo(trained):
+    if torch.cuda.is_available():
+        pytest.skip('checks the CPU (gloo) path; with CUDA, dist_train.sh uses NCCL')
+    assert 'Distributed training: True' in trained.log
+    assert re.search(r"dist_cfg=dict\(backend='gloo'", (trained.work_dir /
+                                                      SHAPES_CONFIG.name).read_text())
+    # 200 images at 2 per process and step: 50 steps per epoch with 2 processes (one process
+    # would need 100), so the data really was split between them.
+    checkpoint = load_checkpoint(trained.checkpoint)
+    assert checkpoint['meta']['iter'] == 50 * checkpoint['meta']['epoch']
+
+
+@pytest.mark.slow
+def test_interrupted_checkpoint_save_leaves_no_checkpoint(shapes_data, tmp_path, monkeypatch):
+    # The interruption lands after the checkpoint bytes are written and before the file would
+    # appear under its name: MMEngine's own backend writes in place (and never fsyncs, so it
+    # would finish the run here instead of raising).
+    def interrupted_fsync(fd: int) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.chdir(REPO)
+    monkeypatch.setattr(os, 'fsync', interrupted_fsync)
+    with pytest.raises(KeyboardInterrupt):
+        train([str(SHAPES_CONFIG), '--work-dir', str(tmp_path), '--cfg-options',
+               'train_dataloader.dataset.indices=4', 'train_cfg.max_epochs=1',
+               *NO_VALIDATION, *SEED])
+    leftovers = sorted(p.name for p in tmp_path.iterdir() if p.suffix in ('.pth', '.part'))
+    assert leftovers == [], leftovers
+    assert not (tmp_path / 'last_checkpoint').exists()
+
+
+# ------------------------------------------------------------------------------------------
+# Bad inputs: each gives one message that names the problem and the fix
+# ------------------------------------------------------------------------------------------
+def test_missing_config_exits_with_one_error_line():
+    result = run_tool('tools/train.py', 'configs/mmdet/no_such_config.py')
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: config file 'configs/mmdet/no_such_config.py' does not exist (relative to "
+        f'{REPO}); the configs are under configs/mmdet, configs/mmseg and configs/mmpretrain')
+    assert 'Traceback' not in result.stderr
+
+
+@pytest.mark.parametrize('tool, argv, expected', [
+    (train, ['--cfg-options', 'model.backbone.arch=m9'],
+     ["model.backbone.arch: unknown RepNeXt arch 'm9'", "['m0', 'm1', 'm2', 'm3', 'm4', 'm5']"]),
+    (tools_utils.test, ['missing.pth'], ["checkpoint 'missing.pth' does not exist"]),
+    (train, ['--resume', 'missing.pth'], ["--resume checkpoint 'missing.pth' does not exist"]),
+    (train, ['--cfg-options', 'val_evaluator.ann_file=data/shapes/coco/annotations/x.json'],
+     ["annotation file of val_evaluator 'data/shapes/coco/annotations/x.json' does not exist",
+      'python tools/data/make_shapes.py']),
+], ids=['unknown-arch', 'missing-checkpoint', 'missing-resume-checkpoint', 'missing-ann-file'])
+def test_bad_input_is_reported_with_its_fix(shapes_data, capsys, monkeypatch, tool, argv, expected):
+    monkeypatch.chdir(REPO)
+    assert run_cli(tool, [str(SHAPES_CONFIG), *argv]) == 2
+    message = capsys.readouterr().err
+    assert message.startswith('error: ') and message.count('\n') == 1
+    for part in expected:
+        assert part in message
+
+
+def test_missing_data_root_says_how_to_make_the_data(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # data/shapes/coco/ is relative: it does not exist here
+    assert run_cli(train, [str(SHAPES_CONFIG)]) == 2
+    message = capsys.readouterr().err
+    assert "data root of train_dataloader.dataset 'data/shapes/coco/' does not exist" in message
+    assert 'python tools/data/make_shapes.py' in message
+
+
+def test_missing_coco_says_where_coco_goes(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert run_cli(train, [str(COCO_CONFIG), '--cfg-options', 'model.backbone.init_cfg=None']) == 2
+    message = capsys.readouterr().err
+    assert "'data/coco/' does not exist" in message and 'put COCO 2017 there' in message
+
+
+def test_missing_pretrained_file_names_the_ways_out(shapes_data, capsys, monkeypatch):
+    # The COCO config with the shapes data: only the pretrained backbone file is missing.
+    monkeypatch.chdir(REPO)
+    argv = [str(COCO_CONFIG), '--cfg-options',
+            'train_dataloader.dataset.data_root=data/shapes/coco/',
+            'train_dataloader.dataset.ann_file=annotations/instances_train.json',
+            'train_dataloader.dataset.data_prefix.img=train/',
+            'val_dataloader.dataset.data_root=data/shapes/coco/',
+            'val_dataloader.dataset.ann_file=annotations/instances_val.json',
+            'val_dataloader.dataset.data_prefix.img=val/',
+            'val_evaluator.ann_file=data/shapes/coco/annotations/instances_val.json']
+    assert run_cli(train, argv) == 2
+    message = capsys.readouterr().err
+    assert "pretrained weights 'checkpoints/repnext_m0_in1k_backbone.pth' do not exist" in message
+    assert '--cfg-options model.backbone.init_cfg=None' in message
+
+
+@pytest.mark.slow
+def test_pretrained_checkpoint_matching_nothing_fails_naming_the_prefix(shapes_data, tmp_path,
+                                                                         monkeypatch):
+    checkpoint = tmp_path / 'classifier.pth'
+    # A whole-classifier checkpoint whose keys lack the 'backbone.' prefix the config expects.
+    torch.save({'state_dict': {'stem.0.conv.weight': torch.zeros(20, 3, 3, 3)}}, checkpoint)
+    config = tmp_path / 'pretrained.py'
+    config.write_text(f"_base_ = '{SHAPES_CONFIG}'\nmodel = dict(backbone=dict(init_cfg=dict("
+                      f"type='Pretrained', checkpoint='{checkpoint}', prefix='backbone.')))\n")
+    monkeypatch.chdir(REPO)
+    with pytest.raises(ValueError, match=r"none of the weights in .*classifier\.pth match RepNeXt "
+                                         r"after keeping the keys under prefix 'backbone\.'"):
+        train([str(config), '--work-dir', str(tmp_path / 'work'), '--cfg-options', *TINY_RUN])
+
+
+@pytest.mark.slow
+def test_images_below_32_pixels_fail_naming_the_minimum(shapes_data, tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    tiny_images = ['train_dataloader.dataset.pipeline.2.scale=(16,16)',
+                   'model.data_preprocessor.pad_size_divisor=1']
+    with pytest.raises(ValueError, match=r'RepNeXt needs inputs of at least 32x32 pixels .* '
+                                         r'got 16x16'):
+        train([str(SHAPES_CONFIG), '--work-dir', str(tmp_path), '--cfg-options', *TINY_RUN,
+               *tiny_images])

@@ -1,0 +1,76 @@
+"""Fuse a trained RepNeXt classifier / detector / segmentor checkpoint for deployment.
+
+Example:
+    python tools/deploy/reparameterize.py configs/mmdet/mask_rcnn_repnext_m4_fpn_1x_coco.py \\
+        work_dirs/mask_rcnn_repnext_m4/epoch_12.pth mask_rcnn_repnext_m4_fused.pth
+
+Every reparameterizable module (the RepNeXt backbone, the RepNeXt classifier head) is switched
+to its deploy form; the original and fused models are run on the same input and the fused
+checkpoint is only written (atomically) if their outputs agree. The printed ``--cfg-options``
+build the fused structure from the same config, e.g. for ``tools/test.py``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a source checkout
+
+from repnext_mm.deploy.builder import RELATIVE_TOLERANCE  # noqa: E402
+from repnext_mm.deploy.errors import DeployError  # noqa: E402
+from repnext_mm.deploy.io import UNSAFE_FLAG  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('config', help='config the checkpoint was trained with')
+    parser.add_argument('checkpoint', help='training checkpoint (.pth)')
+    parser.add_argument('out', help='fused checkpoint to write')
+    parser.add_argument('--force', action='store_true', help='overwrite OUT if it exists')
+    parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
+                        help='verification input size (default 224 224 for classifiers, else 512 512)')
+    parser.add_argument('--tolerance', type=float, default=RELATIVE_TOLERANCE,
+                        help='largest accepted relative output difference (default %(default)g)')
+    parser.add_argument('--ema', action='store_true',
+                        help="fuse the EMA weights ('ema_state_dict') instead of 'state_dict'")
+    parser.add_argument(UNSAFE_FLAG, dest='unsafe_full_unpickle', action='store_true',
+                        help='unpickle arbitrary objects in CHECKPOINT (trusted files only)')
+    parser.add_argument('--cfg-options', nargs='+', default=None, metavar='KEY=VALUE',
+                        help='override config entries, as in tools/train.py')
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from mmengine.config import DictAction
+
+    from repnext_mm.deploy.reparameterize import reparameterize_checkpoint
+
+    cfg_options = None
+    if args.cfg_options:
+        namespace = argparse.Namespace()
+        DictAction(option_strings=[], dest='cfg_options')(None, namespace, args.cfg_options)
+        cfg_options = namespace.cfg_options
+    try:
+        result = reparameterize_checkpoint(
+            args.config, args.checkpoint, args.out, force=args.force, shape=args.shape,
+            cfg_options=cfg_options, tolerance=args.tolerance, use_ema=args.ema,
+            unsafe_full_unpickle=args.unsafe_full_unpickle)
+    except DeployError as error:
+        print(f'error: {error}', file=sys.stderr)
+        return 2
+    for note in result.notes:
+        print(f'note: {note}')
+    print(f'wrote {result.out} ({result.task}, arch {result.arch or "custom"}, fused: '
+          f'{", ".join(result.fused_modules)})')
+    print('load it with:')
+    print(f'  --cfg-options {result.cfg_options_string}')
+    print(f'e.g. python tools/test.py {args.config} {args.out} --cfg-options '
+          f'{result.cfg_options_string}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
