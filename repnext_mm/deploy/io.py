@@ -117,13 +117,11 @@ def deploy_safe_globals() -> list:
 
 @contextlib.contextmanager
 def _safe_globals(types: list) -> Iterator[None]:
-    context = getattr(torch.serialization, 'safe_globals', None)
-    if context is None:  # torch < 2.5: fall back to the process-wide allow-list
-        torch.serialization.add_safe_globals(types)
-        yield
-        return
-    with context(types):
-        yield
+    # Extends the process-wide allow-list rather than using torch's safe_globals context manager:
+    # on exit that manager clears and rebuilds the list, dropping the (callable, name) entries
+    # repnext_mm registers at import, which broke every later MMEngine checkpoint load.
+    torch.serialization.add_safe_globals(types)
+    yield
 
 
 def load_checkpoint_file(path: str | os.PathLike, unsafe_full_unpickle: bool = False) -> Any:
