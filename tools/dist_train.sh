@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Multi-process training with torchrun: tools/dist_train.sh CONFIG NPROC [train.py args...]
+# Multi-process training with torchrun:
+#   tools/dist_train.sh CONFIG NPROC [train.py args...]
 #
 # NPROC processes on this node (one per GPU; without CUDA, CPU processes talking over gloo).
 # Multi-node: NNODES, NODE_RANK, MASTER_ADDR, PORT. PYTHON picks the interpreter (default:

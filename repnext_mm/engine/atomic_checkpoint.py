@@ -49,7 +49,7 @@ def atomic_write_bytes(data: bytes, filepath: str | Path) -> None:
 
 
 class AtomicLocalBackend(LocalBackend):
-    """MMEngine's local file backend whose binary writes are atomic (see :func:`atomic_write_bytes`).
+    """MMEngine's local file backend with atomic binary writes (:func:`atomic_write_bytes`).
 
     Selected with ``backend_args=dict(backend='atomic_local')``, e.g. on the ``CheckpointHook``;
     ``tools/train.py`` sets that for local work directories.

@@ -50,9 +50,9 @@ def restore_rng_state(state: dict) -> None:
     version, internal, gauss_next = state['python']
     random.setstate((version, tuple(internal), gauss_next))
     numpy_state = state['numpy']
-    np.random.set_state((numpy_state['bit_generator'], np.asarray(numpy_state['keys'], dtype=np.uint32),
-                         numpy_state['position'], numpy_state['has_gauss'],
-                         numpy_state['cached_gaussian']))
+    keys = np.asarray(numpy_state['keys'], dtype=np.uint32)
+    np.random.set_state((numpy_state['bit_generator'], keys, numpy_state['position'],
+                         numpy_state['has_gauss'], numpy_state['cached_gaussian']))
     torch.set_rng_state(state['torch'])
     cuda_states = state.get('cuda')
     if cuda_states is not None and torch.cuda.is_available() and \
