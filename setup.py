@@ -69,6 +69,8 @@ if __name__ == '__main__':
             'mmseg': ['mmsegmentation>=1.0.0,<1.3.0', 'ftfy', 'regex'],
             'mmpretrain': ['mmpretrain>=1.0.0,<1.3.0'],
             'deploy': ['onnx', 'onnxruntime', 'coremltools'],
+            # mim imports pkg_resources without declaring setuptools, which drops it in 81.
+            'mim': ['openmim', 'setuptools>=64,<81'],
             'tests': ['pytest'],
         },
         zip_safe=False,

@@ -64,6 +64,10 @@ model = dict(
     # and 20 detections instead of 100 (4x more than the most objects an image holds).
     train_cfg=dict(rcnn=dict(sampler=dict(num=16))),
     test_cfg=dict(rpn=dict(max_per_img=300), rcnn=dict(max_per_img=20)))
+# Plain BN (SyncBN has no CPU kernel) keeps per-process running statistics, so processes of a
+# multi-process run drift apart. Averaging the buffers at the end of each epoch makes every
+# process validate the same model, the one the checkpoint (saved by rank 0) holds.
+custom_hooks = [dict(type='SyncBuffersHook')]
 
 # ---------------------------------- schedule ----------------------------------
 # 4 epochs of the 200 images from scratch: 200 steps of 4 images, about 5 minutes on one CPU

@@ -508,7 +508,8 @@ class RepNeXt(BaseModule):
         # The last stage has total stride 32: a smaller input leaves it without one real pixel.
         min_size = 32
         height, width = x.shape[-2:]
-        if height < min_size or width < min_size:
+        # Skipped while tracing (a TracerWarning otherwise): exporters run the model eagerly first.
+        if not torch.jit.is_tracing() and (height < min_size or width < min_size):
             raise ValueError(
                 f'RepNeXt needs inputs of at least {min_size}x{min_size} pixels (its last stage '
                 f'has stride {min_size}), got {height}x{width}; resize the images up or pad them '

@@ -70,9 +70,14 @@ def test_ios_bench_is_generated_for_the_exported_model(m4_coreml):
 
 def test_onnx_classifier_export(trained_checkpoints, tmp_path, capsys):
     out = tmp_path / 'cls.onnx'
-    status, stdout, _ = run_tool(TOOL, [CONFIGS['classifier'], trained_checkpoints['classifier'],
-                                        '--format', 'onnx', '--shape', 64, 64, '--out', out], capsys)
+    status, stdout, stderr = run_tool(
+        TOOL, [CONFIGS['classifier'], trained_checkpoints['classifier'], '--format', 'onnx',
+               '--shape', 64, 64, '--out', out], capsys)
     assert status == 0
+    # Progress on stderr (one line per step when it is not a terminal), results on stdout.
+    assert '[1/2] building and fusing the model' in stderr
+    assert '[2/2] exporting to ONNX and checking it with onnxruntime' in stderr
+    assert re.search(r'done in [\d.]+ s', stderr)
     match = re.search(r'max relative difference ([\d.e+-]+)', stdout)
     assert match and float(match[1]) < 1e-4
     assert 'output logits: [1, 4]' in stdout
