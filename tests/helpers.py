@@ -1,9 +1,27 @@
 """Shared test utilities."""
 from __future__ import annotations
 
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
 import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_tool(relative_path: str) -> ModuleType:
+    """Imports ``tools/...py`` by path, once per process (``tools`` is not a package)."""
+    name = 'tool_' + relative_path.replace('/', '_').removesuffix('.py')
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, REPO / relative_path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up while the file executes
+        spec.loader.exec_module(module)
+    return sys.modules[name]
 
 
 @torch.no_grad()

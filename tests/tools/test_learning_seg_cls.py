@@ -15,15 +15,14 @@ them, while a pipeline that does not learn (wrong labels, no gradient, a broken 
 """
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 import torch
 from mmengine.config import Config
 from mmengine.runner import Runner
+
+from tests.helpers import load_tool
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -35,21 +34,10 @@ MIN_MIOU, MIN_MIOU_GAIN = 35.0, 20.0
 MIN_TOP1, MIN_TOP1_GAIN = 60.0, 25.0
 
 
-def load_make_shapes() -> ModuleType:
-    """Imports tools/data/make_shapes.py by path (``tools`` is not a package)."""
-    name = 'repnext_tools_make_shapes'
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, REPO / 'tools/data/make_shapes.py')
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module  # dataclasses look their module up while the class is built
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
 @pytest.fixture(scope='module')
 def shapes_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp('shapes')
-    load_make_shapes().make_shapes(root, progress=False)
+    load_tool('tools/data/make_shapes.py').make_shapes(root, progress=False)
     return root
 
 

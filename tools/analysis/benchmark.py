@@ -28,6 +28,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a source checkout
 
+from mmengine.config import DictAction  # noqa: E402
+
 from repnext_mm.deploy.errors import DeployError  # noqa: E402
 from repnext_mm.deploy.io import UNSAFE_FLAG, check_output_path  # noqa: E402
 
@@ -66,18 +68,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--no-progress', action='store_true', help='no progress bars')
     parser.add_argument(UNSAFE_FLAG, dest='unsafe_full_unpickle', action='store_true',
                         help='unpickle arbitrary objects in CHECKPOINT (trusted files only)')
-    parser.add_argument('--cfg-options', nargs='+', default=None, metavar='KEY=VALUE',
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
                         help='override config entries (e.g. the test set data_root)')
     return parser.parse_args(argv)
-
-
-def _cfg_options(pairs: list[str] | None) -> dict | None:
-    if not pairs:
-        return None
-    from mmengine.config import DictAction
-    namespace = argparse.Namespace()
-    DictAction(option_strings=[], dest='cfg_options')(None, namespace, pairs)
-    return namespace.cfg_options
 
 
 def run(args: argparse.Namespace) -> list[dict]:
@@ -105,7 +98,7 @@ def run(args: argparse.Namespace) -> list[dict]:
         models = [(f'RepNeXt-{arch.upper()} backbone', prepare_bare_backbone(arch))
                   for arch in args.arch]
     else:
-        prepared = prepare_model(args.config, args.checkpoint, _cfg_options(args.cfg_options),
+        prepared = prepare_model(args.config, args.checkpoint, args.cfg_options,
                                  args.unsafe_full_unpickle)
         label = Path(args.config).stem + (' backbone' if args.backbone_only else '')
         models = [(label, prepared)]

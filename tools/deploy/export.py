@@ -24,6 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a source checkout
 
+from mmengine.config import DictAction  # noqa: E402
+
 from repnext_mm.deploy.errors import DeployError  # noqa: E402
 from repnext_mm.deploy.io import UNSAFE_FLAG, check_output_path  # noqa: E402
 
@@ -51,18 +53,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--force', action='store_true', help='overwrite existing outputs')
     parser.add_argument(UNSAFE_FLAG, dest='unsafe_full_unpickle', action='store_true',
                         help='unpickle arbitrary objects in CHECKPOINT (trusted files only)')
-    parser.add_argument('--cfg-options', nargs='+', default=None, metavar='KEY=VALUE',
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
                         help='override config entries')
     return parser.parse_args(argv)
-
-
-def _cfg_options(pairs: list[str] | None) -> dict | None:
-    if not pairs:
-        return None
-    from mmengine.config import DictAction
-    namespace = argparse.Namespace()
-    DictAction(option_strings=[], dest='cfg_options')(None, namespace, pairs)
-    return namespace.cfg_options
 
 
 def export_steps(args: argparse.Namespace, times_on_this_machine: bool) -> list[str]:
@@ -96,7 +89,7 @@ def run(args: argparse.Namespace) -> None:
 
     with StepProgress(export_steps(args, times_on_this_machine)) as progress:
         progress.start('building and fusing the model')
-        prepared = prepare_model(args.config, args.checkpoint, _cfg_options(args.cfg_options),
+        prepared = prepare_model(args.config, args.checkpoint, args.cfg_options,
                                  args.unsafe_full_unpickle)
         for note in prepared.notes:
             print(f'note: {note}')

@@ -17,6 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a source checkout
 
+from mmengine.config import DictAction  # noqa: E402
+
 from repnext_mm.deploy.builder import RELATIVE_TOLERANCE  # noqa: E402
 from repnext_mm.deploy.errors import DeployError  # noqa: E402
 from repnext_mm.deploy.io import UNSAFE_FLAG  # noqa: E402
@@ -37,26 +39,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="fuse the EMA weights ('ema_state_dict') instead of 'state_dict'")
     parser.add_argument(UNSAFE_FLAG, dest='unsafe_full_unpickle', action='store_true',
                         help='unpickle arbitrary objects in CHECKPOINT (trusted files only)')
-    parser.add_argument('--cfg-options', nargs='+', default=None, metavar='KEY=VALUE',
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
                         help='override config entries, as in tools/train.py')
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from mmengine.config import DictAction
-
     from repnext_mm.deploy.reparameterize import reparameterize_checkpoint
 
-    cfg_options = None
-    if args.cfg_options:
-        namespace = argparse.Namespace()
-        DictAction(option_strings=[], dest='cfg_options')(None, namespace, args.cfg_options)
-        cfg_options = namespace.cfg_options
     try:
         result = reparameterize_checkpoint(
             args.config, args.checkpoint, args.out, force=args.force, shape=args.shape,
-            cfg_options=cfg_options, tolerance=args.tolerance, use_ema=args.ema,
+            cfg_options=args.cfg_options, tolerance=args.tolerance, use_ema=args.ema,
             unsafe_full_unpickle=args.unsafe_full_unpickle)
     except DeployError as error:
         print(f'error: {error}', file=sys.stderr)

@@ -38,6 +38,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a source checkout
 
+from mmengine.config import DictAction  # noqa: E402
+
 from repnext_mm.deploy.errors import DeployError  # noqa: E402
 from repnext_mm.deploy.io import UNSAFE_FLAG  # noqa: E402
 from repnext_mm.visualization.cam import FEATURE_SCORES, METHODS, CAMResult  # noqa: E402
@@ -81,20 +83,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--device', default='cpu', help='cpu or cuda[:N] (default cpu)')
     parser.add_argument('--list-layers', action='store_true',
                         help='print the valid target layer names of the model and exit')
-    parser.add_argument('--cfg-options', nargs='+', metavar='KEY=VALUE',
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
                         help='override config entries, e.g. model.backbone.out_indices="(3,)"')
     parser.add_argument(UNSAFE_FLAG, dest='unsafe_full_unpickle', action='store_true',
                         help='unpickle arbitrary objects in CHECKPOINT (trusted files only)')
     return parser.parse_args(argv)
-
-
-def _cfg_options(pairs: list[str] | None) -> dict | None:
-    if not pairs:
-        return None
-    from mmengine.config import DictAction
-    namespace = argparse.Namespace()
-    DictAction(option_strings=[], dest='cfg_options')(None, namespace, pairs)
-    return namespace.cfg_options
 
 
 def collect_images(entries: list[str]) -> list[Path]:
@@ -176,7 +169,7 @@ def run(args: argparse.Namespace) -> list[str]:
                        'random weights')
 
     visualizer = CAMVisualizer.from_config(
-        args.config, checkpoint, fuse=args.fuse, cfg_options=_cfg_options(args.cfg_options),
+        args.config, checkpoint, fuse=args.fuse, cfg_options=args.cfg_options,
         input_size=tuple(args.input_size) if args.input_size else None, device=args.device,
         unsafe_full_unpickle=args.unsafe_full_unpickle)
     for note in visualizer.notes:

@@ -1,7 +1,6 @@
 """tools/analysis/plot_latency.py: benchmark rows + zoo accuracies -> a latency-accuracy figure."""
 from __future__ import annotations
 
-import importlib.util
 import sys
 import json
 from pathlib import Path
@@ -12,21 +11,13 @@ pytest.importorskip('matplotlib', reason='matplotlib is not installed (tools/set
 
 from repnext_mm.deploy.benchmark_suite import write_rows  # noqa: E402
 from repnext_mm.visualization import latency_plot as lp  # noqa: E402
+from tests.helpers import load_tool  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[3]
 ARCHS = ('m0', 'm1', 'm2', 'm3', 'm4', 'm5')
 
 
-def _load_tool():
-    spec = importlib.util.spec_from_file_location('plot_latency_tool',
-                                                  REPO / 'tools/analysis/plot_latency.py')
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
-    spec.loader.exec_module(module)
-    return module
-
-
-plot_latency = _load_tool()
+plot_latency = load_tool('tools/analysis/plot_latency.py')
 
 
 def benchmark_rows(backend: str = 'torch', scale: float = 1.0) -> list[dict]:

@@ -1,12 +1,10 @@
 """Tests of the synthetic shapes generator (tools/data/make_shapes.py, tools/data/shapes_lib.py)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 import time
 from pathlib import Path
-from types import ModuleType
 
 import cv2
 import numpy as np
@@ -14,21 +12,12 @@ import pytest
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
+from tests.helpers import load_tool
+
 REPO = Path(__file__).resolve().parents[3]
 
 
-def load_make_shapes() -> ModuleType:
-    """Imports tools/data/make_shapes.py by path (``tools`` is not a package)."""
-    name = 'repnext_tools_make_shapes'
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, REPO / 'tools/data/make_shapes.py')
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module  # dataclasses look their module up while the class is built
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-make_shapes = load_make_shapes()
+make_shapes = load_tool('tools/data/make_shapes.py')
 lib = make_shapes.lib
 # Small but with enough COCO instances (~4 per image) that every encoding path occurs.
 SMALL = make_shapes.ShapesSpec(seed=3, num_train=24, num_val=4, img_size=96, cls_img_size=32)

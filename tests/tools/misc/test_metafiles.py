@@ -6,28 +6,19 @@ forward), so a config edit that changes the model without regenerating the metaf
 """
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+
+from tests.helpers import load_tool
 
 REPO = Path(__file__).resolve().parents[3]
 INDEX = REPO / 'model-index.yml'
 REGENERATE = 'run python tools/misc/gen_metafiles.py'
 
 
-def _load_tool():
-    spec = importlib.util.spec_from_file_location('gen_metafiles_tool',
-                                                  REPO / 'tools/misc/gen_metafiles.py')
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
-    spec.loader.exec_module(module)
-    return module
-
-
-gen = _load_tool()
+gen = load_tool('tools/misc/gen_metafiles.py')
 
 
 def _metafiles() -> list[Path]:

@@ -15,23 +15,14 @@ cv2 = pytest.importorskip('cv2')
 from repnext_mm.deploy.builder import build_model, load_config  # noqa: E402
 from repnext_mm.models.backbones.repnext import RepNeXt  # noqa: E402
 from repnext_mm.visualization import cam as cam_lib  # noqa: E402
-from tests.helpers import randomize_norms  # noqa: E402
+from tests.helpers import load_tool, randomize_norms  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[3]
 CONFIG = REPO / 'configs/mmpretrain/repnext_m0_shapes.py'
 IMAGE_HW = (80, 96)  # not square and not the model's 64x64 input: the overlay must keep it
 
 
-def _load_tool():
-    spec = importlib.util.spec_from_file_location('vis_cam_tool',
-                                                  REPO / 'tools/visualization/vis_cam.py')
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
-    spec.loader.exec_module(module)
-    return module
-
-
-vis_cam = _load_tool()
+vis_cam = load_tool('tools/visualization/vis_cam.py')
 
 
 def _draw_image(path: Path, seed: int = 0) -> Path:
