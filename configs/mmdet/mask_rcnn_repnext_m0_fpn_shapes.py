@@ -6,7 +6,8 @@ _base_ = './mask_rcnn_repnext_m0_fpn_1x_coco.py'
 
 # ------------------------------------ data ------------------------------------
 data_root = 'data/shapes/coco/'
-classes = ('circle', 'square', 'triangle', 'star')  # COCO category ids 1..4
+# The generator's categories in its order (COCO ids 1..4) and colours (repnext_mm/datasets/shapes.py).
+classes = ('circle', 'square', 'star', 'triangle')
 metainfo = dict(
     classes=classes, palette=[(220, 20, 60), (0, 130, 200), (60, 180, 75), (255, 225, 25)])
 image_scale = (128, 128)  # the generated images' size: no resizing

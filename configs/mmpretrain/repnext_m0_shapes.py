@@ -7,6 +7,10 @@ _base_ = './repnext_m0_8xb256_in1k.py'
 
 # ---- data: ImageNet folder layout, classes = sorted folder names ----
 data_root = 'data/shapes/imagenet'
+# CustomDataset numbers the classes by sorted folder name; the generator's label order
+# (repnext_mm/datasets/shapes.py) is alphabetical for that reason. Naming them here puts the
+# names into the checkpoint's metadata and predictions.
+metainfo = dict(classes=('circle', 'square', 'star', 'triangle'))
 img_size = 64
 data_preprocessor = dict(num_classes=4)
 train_pipeline = [
@@ -29,13 +33,13 @@ train_dataloader = dict(
     persistent_workers=False,
     sampler=dict(_delete_=True, type='DefaultSampler', shuffle=True),
     dataset=dict(_delete_=True, type='CustomDataset', data_root=data_root, data_prefix='train',
-                 pipeline=train_pipeline))
+                 metainfo=metainfo, pipeline=train_pipeline))
 val_dataloader = dict(
     batch_size=50,
     num_workers=0,
     persistent_workers=False,
     dataset=dict(_delete_=True, type='CustomDataset', data_root=data_root, data_prefix='val',
-                 pipeline=test_pipeline))
+                 metainfo=metainfo, pipeline=test_pipeline))
 test_dataloader = val_dataloader
 val_evaluator = dict(type='Accuracy', topk=(1, ))
 test_evaluator = val_evaluator

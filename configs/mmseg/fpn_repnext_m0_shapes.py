@@ -10,6 +10,7 @@ data_root = 'data/shapes/ade'
 # Crops of half the image side: the FPN neck and head (256 and 128 channels at stride 4) cost
 # far more than M0 itself, so the crop size sets the training time.
 crop_size = (64, 64)
+# The generator's classes in label order (ADE labels 1..4) and colours (repnext_mm/datasets/shapes.py).
 metainfo = dict(
     classes=('circle', 'square', 'star', 'triangle'),
     palette=[[220, 20, 60], [0, 130, 200], [60, 180, 75], [255, 225, 25]])

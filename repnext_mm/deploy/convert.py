@@ -38,8 +38,9 @@ import torch
 from torch import Tensor
 
 from repnext_mm.models.backbones.repnext import RepNeXt
-from .errors import DeployError
-from .io import atomic_torch_save, check_output_path, load_checkpoint_file
+from repnext_mm.utils.errors import InputError
+from repnext_mm.utils.fileio import atomic_torch_save, check_output_path
+from repnext_mm.apis.checkpoint import UNSAFE_FLAG, read_checkpoint
 
 ConvertTask = Literal['cls', 'backbone']
 ARCH_NAMES = tuple(RepNeXt.arch_settings)
@@ -101,7 +102,7 @@ def detect_arch(state_dict: Mapping[str, Tensor]) -> str:
     """Finds the arch (``'m0'`` .. ``'m5'``) from stage widths and block counts.
 
     Raises:
-        DeployError: The widths/depths match no released arch.
+        InputError: The widths/depths match no released arch.
     """
     depths = [0] * RepNeXt.num_stages
     for key in state_dict:
@@ -113,10 +114,10 @@ def detect_arch(state_dict: Mapping[str, Tensor]) -> str:
     for stage in range(RepNeXt.num_stages):
         norm = state_dict.get(f'stages.{stage}.blocks.0.norm.weight')
         widths.append(int(norm.shape[0]) if norm is not None else 0)
-    for name, setting in RepNeXt.arch_settings.items():
-        if tuple(setting['widths']) == tuple(widths) and tuple(setting['depths']) == tuple(depths):
-            return name
-    raise DeployError(f'the checkpoint has stage widths {tuple(widths)} and depths {tuple(depths)}, '
+    name = RepNeXt.arch_name(widths, depths)
+    if name is not None:
+        return name
+    raise InputError(f'the checkpoint has stage widths {tuple(widths)} and depths {tuple(depths)}, '
                       f'which match none of the released archs {ARCH_NAMES}; pass --arch only if '
                       'you are sure, or check that the file is a RepNeXt checkpoint')
 
@@ -168,29 +169,30 @@ def convert_author_state_dict(state_dict: Mapping[str, Any], task: ConvertTask =
         arch: ``'auto'`` detects it; a name is checked against the weights.
 
     Raises:
-        DeployError: Not an author RepNeXt checkpoint, unknown/missing keys, wrong shapes, or an
+        InputError: Not an author RepNeXt checkpoint, unknown/missing keys, wrong shapes, or an
             arch mismatch. The message names the offending keys.
     """
     if task not in ('cls', 'backbone'):
-        raise DeployError(f"task must be 'cls' or 'backbone', got {task!r}")
+        raise InputError(f"task must be 'cls' or 'backbone', got {task!r}")
     if arch != 'auto' and arch not in ARCH_NAMES:
-        raise DeployError(f"arch must be 'auto' or one of {ARCH_NAMES}, got {arch!r}")
+        raise InputError(f"arch must be 'auto' or one of {ARCH_NAMES}, got {arch!r}")
     tensors = {k: v for k, v in state_dict.items() if isinstance(v, Tensor)}
     if AUTHOR_STEM_KEY not in tensors:
         if any(k.startswith('backbone.stem.0.') for k in tensors):
-            raise DeployError('these weights are already in the repnext_mm layout (backbone.stem.0.*); '
+            raise InputError('these weights are already in the repnext_mm layout (backbone.stem.0.*); '
                               'use them directly, no conversion is needed')
-        raise DeployError(f'this is not a RepNeXt checkpoint in the authors\' layout: it has no '
-                          f'"{AUTHOR_STEM_KEY}" (found keys like {_examples(tensors) or "none"}). '
+        raise InputError(f'this is not a RepNeXt checkpoint in the authors\' layout: it has no '
+                          f'"{AUTHOR_STEM_KEY}" ({len(tensors)} tensors, e.g. '
+                          f'{_examples(tensors) or "none"}). '
                           'Pass the authors\' classification checkpoint repnext_mX_distill_300e.pth.')
     non_tensors = [k for k, v in state_dict.items() if not isinstance(v, Tensor)]
     if non_tensors:
-        raise DeployError(f'{len(non_tensors)} entries of the weights are not tensors: '
+        raise InputError(f'{len(non_tensors)} entries of the weights are not tensors: '
                           f'{_examples(non_tensors)}')
 
     detected = detect_arch(tensors)
     if arch != 'auto' and arch != detected:
-        raise DeployError(f'--arch {arch} was given but the weights are RepNeXt-{detected.upper()} '
+        raise InputError(f'--arch {arch} was given but the weights are RepNeXt-{detected.upper()} '
                           f'(stage widths/depths of {detected}); pass --arch {detected} or auto')
 
     mapped: dict[str, str] = {}
@@ -205,14 +207,14 @@ def convert_author_state_dict(state_dict: Mapping[str, Any], task: ConvertTask =
         else:
             mapped[key] = ours
     if unknown:
-        raise DeployError(f'{len(unknown)} keys of the checkpoint have no counterpart in RepNeXt-'
+        raise InputError(f'{len(unknown)} keys of the checkpoint have no counterpart in RepNeXt-'
                           f'{detected.upper()}: {_examples(unknown)}. Is it a fused (deploy) or '
                           'modified model? Convert the released training checkpoint instead.')
 
     weight = tensors.get('head.head.linear.weight')
     num_classes = int(weight.shape[0]) if weight is not None else None
     if task == 'cls' and num_classes is None:
-        raise DeployError('the checkpoint has no classifier head (head.head.linear.weight); '
+        raise InputError('the checkpoint has no classifier head (head.head.linear.weight); '
                           'convert it with --task backbone')
     expected = _expected_shapes(detected, num_classes, task)
     converted = {ours: tensors[key] for key, ours in mapped.items()}
@@ -229,16 +231,41 @@ def convert_author_state_dict(state_dict: Mapping[str, Any], task: ConvertTask =
             problems.append(f'{len(extra)} weights without a place ({_examples(extra)})')
         if wrong:
             problems.append(f'{len(wrong)} with the wrong shape ({"; ".join(wrong[:3])})')
-        raise DeployError(f'the checkpoint does not form a complete RepNeXt-{detected.upper()}: '
+        raise InputError(f'the checkpoint does not form a complete RepNeXt-{detected.upper()}: '
                           + ', '.join(problems) + '. Is the file complete and unmodified?')
     ordered = {k: converted[k] for k in expected}  # our module order, for readable checkpoints
     return ConversionResult(ordered, detected, num_classes, mapped, dropped)
 
 
+#: Weight entries of the authors' checkpoint (``--weights``).
+WEIGHT_ENTRIES = ('model', 'model_ema')
+
+
+def _no_weights_message(checkpoint: dict, weights: str, source: str) -> str:
+    """Why ``checkpoint`` has no usable ``weights`` entry, short even for a huge foreign file.
+
+    A foreign file (e.g. another model's bare state dict) can have hundreds of top-level keys;
+    listing them all made a multi-kilobyte line, so only the count and the first few are named.
+    The ``--weights`` suggestion names only an entry this file actually has.
+    """
+    names = [key if len(key) <= 32 else key[:29] + '...' for key in map(str, checkpoint)]
+    entries = f'{len(names)} top-level entries: {_examples(names, limit=5)}' if names else \
+        'it is an empty dict'
+    other = [w for w in WEIGHT_ENTRIES if w != weights and isinstance(checkpoint.get(w), dict)]
+    if other:
+        fix = f'pass --weights {other[0]} to convert the "{other[0]}" weights it holds'
+    elif 'state_dict' in checkpoint:
+        fix = ('it looks like an MMEngine checkpoint ("state_dict"), not an authors\' release; '
+               'a repnext_mm checkpoint needs no conversion')
+    else:
+        fix = "pass the authors' release repnext_mX_distill_300e.pth"
+    return f'{source} has no "{weights}" weights ({entries}); {fix}'
+
+
 def _select_weights(checkpoint: Any, weights: str, source: str) -> tuple[dict, list[str]]:
     """The author weights inside a loaded file and the top-level entries that were not used."""
     if not isinstance(checkpoint, dict):
-        raise DeployError(f'{source} holds a {type(checkpoint).__name__}, not a checkpoint dict. '
+        raise InputError(f'{source} holds a {type(checkpoint).__name__}, not a checkpoint dict. '
                           'TorchScript (fused) releases cannot be converted; use '
                           'repnext_mX_distill_300e.pth')
     if AUTHOR_STEM_KEY in checkpoint or any(k.startswith('module.' + AUTHOR_STEM_KEY)
@@ -247,10 +274,7 @@ def _select_weights(checkpoint: Any, weights: str, source: str) -> tuple[dict, l
     else:
         selected = checkpoint.get(weights)
         if not isinstance(selected, dict):
-            present = ', '.join(map(str, checkpoint)) or 'nothing'
-            raise DeployError(f'{source} has no "{weights}" weights (top-level entries: {present}). '
-                              'Pass the authors\' repnext_mX_distill_300e.pth, or --weights model '
-                              'if the EMA weights were not saved.')
+            raise InputError(_no_weights_message(checkpoint, weights, source))
         unused = [str(k) for k in checkpoint if k != weights]
     if selected and all(str(k).startswith('module.') for k in selected):  # saved from a DDP wrapper
         selected = {k[len('module.'):]: v for k, v in selected.items()}
@@ -269,7 +293,8 @@ def convert_official_checkpoint(src: str | os.PathLike, dst: str | os.PathLike,
         (optimizer, scheduler, ...).
     """
     dst = check_output_path(dst, force)
-    checkpoint = load_checkpoint_file(src, unsafe_full_unpickle)
+    checkpoint = read_checkpoint(src, unsafe_full_unpickle=unsafe_full_unpickle,
+                          unsafe_hint=UNSAFE_FLAG)
     selected, unused = _select_weights(checkpoint, weights, str(src))
     result = convert_author_state_dict(selected, task=task, arch=arch)
     epoch = checkpoint.get('epoch') if isinstance(checkpoint, dict) else None

@@ -24,10 +24,11 @@ from typing import Any, Callable, Literal
 
 import torch
 
-from .benchmark import count_macs, count_params
-from .errors import DeployError
-from .exportable import ExportWrapper, Preprocessing, fold_input_channel_scale
-from .io import atomic_write, atomic_write_json, check_output_path
+from repnext_mm.benchmark.counting import count_macs, count_params
+from repnext_mm.utils.errors import InputError
+from .exportable import ExportWrapper, fold_input_channel_scale
+from repnext_mm.apis.model import Preprocessing
+from repnext_mm.utils.fileio import atomic_write, atomic_write_json, check_output_path
 
 Precision = Literal['fp16', 'fp32']
 COMPUTE_UNITS = ('ALL', 'CPU_AND_NE', 'CPU_AND_GPU', 'CPU_ONLY')
@@ -45,7 +46,7 @@ def require_coremltools():
     try:
         import coremltools as ct
     except ImportError as error:
-        raise DeployError('Core ML export needs coremltools: pip install coremltools '
+        raise InputError('Core ML export needs coremltools: pip install coremltools '
                           '(with -c requirements/constraints.txt)') from error
     return ct
 
@@ -139,9 +140,9 @@ def export_coreml(wrapper: ExportWrapper, shape: tuple[int, int], out: str | os.
     ct = require_coremltools()
     out = Path(out)
     if out.suffix != '.mlpackage':
-        raise DeployError(f'a Core ML ML program is saved as a .mlpackage directory; got --out {out}')
+        raise InputError(f'a Core ML ML program is saved as a .mlpackage directory; got --out {out}')
     report_path = out.with_suffix('.json')
-    check_output_path(out, force)
+    check_output_path(out, force, kind='dir')
     check_output_path(report_path, force)
 
     height, width = shape
@@ -159,7 +160,7 @@ def export_coreml(wrapper: ExportWrapper, shape: tuple[int, int], out: str | os.
     if not torch.allclose(channel_scale, torch.ones(3)):
         folded = fold_input_channel_scale(wrapper, channel_scale)
         if not folded:
-            raise DeployError('the per-channel std of the data preprocessor cannot be folded: the '
+            raise InputError('the per-channel std of the data preprocessor cannot be folded: the '
                               'first layer is not a plain 3-channel convolution')
     scale = 1.0 / std_ref
     bias = [-m / std_ref for m in preprocessing.mean]
@@ -225,7 +226,7 @@ def time_coreml(path: str | os.PathLike, shape: tuple[int, int], compute_units=C
         ``{compute unit: {'median_ms', 'p25_ms', 'p75_ms', 'runs'}}``.
     """
     if not can_run_coreml():
-        raise DeployError(LINUX_NOTE.format(system=platform.system()))
+        raise InputError(LINUX_NOTE.format(system=platform.system()))
     ct = require_coremltools()
     from PIL import Image
 

@@ -15,8 +15,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import DeployError
-from .io import atomic_write, check_output_path
+from repnext_mm.utils.errors import InputError
+from repnext_mm.utils.fileio import atomic_write, check_output_path
 
 PACKAGE_NAME = 'RepNeXtLatency'
 WARM_UP_RUNS = 10
@@ -228,7 +228,7 @@ def xcodebuild_command(directory: str | os.PathLike) -> str:
 
 def _swift_identifier_safe(name: str) -> str:
     if not re.fullmatch(r'[A-Za-z0-9_.\-]+', name):
-        raise DeployError(f'the model name {name!r} must use only letters, digits, "_", "-" and "." '
+        raise InputError(f'the model name {name!r} must use only letters, digits, "_", "-" and "." '
                           'to be embedded in the Swift package; rename the .mlpackage')
     return name
 
@@ -243,14 +243,14 @@ def write_ios_bench(directory: str | os.PathLike, mlpackage: str | os.PathLike, 
         report: The export report (its ``inputs`` and ``outputs`` give names and shapes).
         force: Replace an existing ``directory``.
     """
-    directory = check_output_path(directory, force)
+    directory = check_output_path(directory, force, kind='dir')
     mlpackage = Path(mlpackage)
     if not mlpackage.is_dir():
-        raise DeployError(f'{mlpackage} is not an exported .mlpackage directory')
+        raise InputError(f'{mlpackage} is not an exported .mlpackage directory')
     resource = _swift_identifier_safe(mlpackage.stem)
     images = [i for i in report['inputs'] if i['type'] == 'image']
     if len(images) != 1:
-        raise DeployError('the iOS benchmark needs a model with exactly one image input')
+        raise InputError('the iOS benchmark needs a model with exactly one image input')
     image = images[0]
     outputs = {o['name']: o['shape'] for o in report['outputs'] if o['type'] == 'multiarray'}
     output_lines = '\n'.join(f'        "{name}": {json.dumps(shape)},'

@@ -15,10 +15,12 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .builder import RELATIVE_TOLERANCE, Difference, compare_outputs, example_inputs
-from .errors import DeployError
-from .exportable import Preprocessing
-from .io import atomic_write, check_output_path
+# The one ONNX Runtime session setup (its old name here kept for callers).
+from repnext_mm.benchmark.runtimes import onnxruntime_session as onnx_session  # noqa: F401
+from repnext_mm.deploy.verify import Difference, RELATIVE_TOLERANCE, compare_outputs, example_inputs
+from repnext_mm.utils.errors import InputError
+from repnext_mm.apis.model import Preprocessing
+from repnext_mm.utils.fileio import atomic_write, check_output_path
 
 MIN_OPSET = 17
 INPUT_NAME = 'input'
@@ -29,7 +31,7 @@ def require_onnx():
         import onnx
         import onnxruntime
     except ImportError as error:
-        raise DeployError('ONNX export needs onnx and onnxruntime: pip install onnx onnxruntime '
+        raise InputError('ONNX export needs onnx and onnxruntime: pip install onnx onnxruntime '
                           '(with -c requirements/constraints.txt)') from error
     return onnx, onnxruntime
 
@@ -53,14 +55,6 @@ def _export(module: nn.Module, example: torch.Tensor, path: Path, output_names: 
                           do_constant_folding=True)
 
 
-def onnx_session(path: str | os.PathLike, threads: int | None = None):
-    _, ort = require_onnx()
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), options, providers=['CPUExecutionProvider'])
-
-
 @torch.no_grad()
 def export_onnx(module: nn.Module, shape: tuple[int, int], out: str | os.PathLike,
                 output_names: list[str], opset: int = MIN_OPSET,
@@ -72,19 +66,19 @@ def export_onnx(module: nn.Module, shape: tuple[int, int], out: str | os.PathLik
     The graph has static shapes (``batch_size`` x 3 x H x W), as mobile runtimes prefer.
 
     Raises:
-        DeployError: opset below 17, checker failure, or onnxruntime outputs that differ from
+        InputError: opset below 17, checker failure, or onnxruntime outputs that differ from
             torch's by more than ``tolerance`` (relative); nothing is written then.
     """
     onnx, _ = require_onnx()
     if opset < MIN_OPSET:
-        raise DeployError(f'--opset must be >= {MIN_OPSET} (the opsets this export is tested '
+        raise InputError(f'--opset must be >= {MIN_OPSET} (the opsets this export is tested '
                           f'with), got {opset}')
     out = check_output_path(out, force)
     module = module.eval()
     example = example_inputs(shape, batch_size=batch_size, seed=0)
     expected = list(module(example))
     if len(expected) != len(output_names):
-        raise DeployError(f'the model returns {len(expected)} outputs but {len(output_names)} '
+        raise InputError(f'the model returns {len(expected)} outputs but {len(output_names)} '
                           'names were given')
     result: dict = {}
 
@@ -106,13 +100,13 @@ def export_onnx(module: nn.Module, shape: tuple[int, int], out: str | os.PathLik
             difference = compare_outputs([torch.from_numpy(a) for a in actual], expected)
             log(f'onnxruntime vs torch: {difference}')
             if not difference.within(tolerance):
-                raise DeployError(f'onnxruntime does not reproduce torch ({difference}, tolerance '
+                raise InputError(f'onnxruntime does not reproduce torch ({difference}, tolerance '
                                   f'{tolerance:g}); nothing was written')
             result['difference'] = difference
 
     try:
         atomic_write(out, write)
     except onnx.checker.ValidationError as error:
-        raise DeployError(f'onnx.checker rejected the exported graph: {error}') from error
+        raise InputError(f'onnx.checker rejected the exported graph: {error}') from error
     return OnnxExport(out, result.get('difference', Difference(0.0, 0.0, 0)), output_names,
                       {n: list(t.shape) for n, t in zip(output_names, expected)})

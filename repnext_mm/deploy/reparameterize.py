@@ -15,18 +15,19 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from torch import Tensor
 
-from repnext_mm.models.utils.checkpoint import extract_state_dict
+from repnext_mm.apis.checkpoint import (FUSED_KEY_MARKERS, FUSED_META_KEY, UNSAFE_FLAG,
+                                        extract_state_dict, load_state_dict_checked,
+                                        read_checkpoint)
+from repnext_mm.apis.model import (backbone_arch_name, build_model, deploy_cfg_options,
+                                   format_cfg_options, load_model_config, model_task)
+from repnext_mm.models.utils.reparameterize import (count_batchnorms, reparameterizable_modules,
+                                                    switch_to_deploy_all)
+from repnext_mm.utils.errors import InputError
+from repnext_mm.utils.fileio import atomic_torch_save, check_output_path
 from repnext_mm.version import __version__
-from .builder import (DEFAULT_SHAPES, RELATIVE_TOLERANCE, Difference, build_model, compare_outputs,
-                      example_inputs, load_config, load_state_dict_strict, model_task,
-                      repnext_arch_name, tensor_forward)
-from .errors import DeployError
-from .fuse import (FUSED_META_KEY, count_batchnorms, deploy_cfg_options, format_cfg_options,
-                   reparameterizable_modules, switch_to_deploy_all)
-from .io import atomic_torch_save, check_output_path, load_checkpoint_file
+from .verify import (DEFAULT_SHAPES, RELATIVE_TOLERANCE, Difference, compare_outputs,
+                     example_inputs, tensor_forward)
 
-#: Substrings of state-dict keys that only exist in a fused RepNeXt model.
-FUSED_KEY_MARKERS = ('.reparam.weight', 'head.fc.weight')
 
 
 @dataclass
@@ -77,19 +78,19 @@ def _deploy_flags_in_config(node: Any, path: str = 'model') -> dict[str, bool]:
 
 def _training_state_dict(checkpoint: Any, source: str, use_ema: bool) -> dict[str, Tensor]:
     if not isinstance(checkpoint, dict):
-        raise DeployError(f'{source} holds a {type(checkpoint).__name__}, not a checkpoint dict; '
+        raise InputError(f'{source} holds a {type(checkpoint).__name__}, not a checkpoint dict; '
                           'pass the .pth file written by the training runner')
     if use_ema:
         ema = checkpoint.get('ema_state_dict')
         if not isinstance(ema, dict):
-            raise DeployError(f'{source} has no "ema_state_dict" (it was trained without an EMA '
+            raise InputError(f'{source} has no "ema_state_dict" (it was trained without an EMA '
                               'hook); run without --ema')
         # MMEngine's EMA wrapper stores the averaged model under "module." plus a step counter.
         state_dict = {k[len('module.'):]: v for k, v in ema.items() if k.startswith('module.')}
     else:
         state_dict = extract_state_dict(checkpoint)
     if not state_dict or not all(isinstance(v, Tensor) for v in state_dict.values()):
-        raise DeployError(f'{source} holds no state dict of tensors (keys: '
+        raise InputError(f'{source} holds no state dict of tensors (keys: '
                           f'{", ".join(map(str, list(checkpoint)[:6]))}); pass a training checkpoint')
     return state_dict
 
@@ -102,7 +103,7 @@ def _check_not_fused(checkpoint: dict, state_dict: Mapping[str, Tensor], source:
         options = fused_meta.get('cfg_options') if isinstance(fused_meta, dict) else None
         hint = (f'--cfg-options {format_cfg_options(options)}' if options else
                 '--cfg-options model.backbone.deploy=True (and model.head.deploy=True for classifiers)')
-        raise DeployError(
+        raise InputError(
             f'{source} is already fused (' + (f'key {marker}' if marker else 'meta says fused')
             + f'); there is nothing to reparameterize. Load it directly with {hint}.')
 
@@ -132,14 +133,15 @@ def reparameterize_checkpoint(config: str | os.PathLike,
         log: Receives progress lines.
 
     Raises:
-        DeployError: Bad input or failed verification; nothing is written in that case.
+        InputError: Bad input or failed verification; nothing is written in that case.
     """
     out = check_output_path(out, force)
     if Path(checkpoint).exists() and out.exists() and out.resolve() == Path(checkpoint).resolve():
-        raise DeployError('OUT is the input checkpoint; write the fused model to a new file so the '
+        raise InputError('OUT is the input checkpoint; write the fused model to a new file so the '
                           'trainable weights are kept')
-    cfg = load_config(config, cfg_options)
-    raw = load_checkpoint_file(checkpoint, unsafe_full_unpickle)
+    cfg = load_model_config(config, cfg_options)
+    raw = read_checkpoint(checkpoint, unsafe_full_unpickle=unsafe_full_unpickle,
+                          unsafe_hint=UNSAFE_FLAG)
     source = str(checkpoint)
     state_dict = _training_state_dict(raw, source, use_ema)
     _check_not_fused(raw, state_dict, source)
@@ -151,11 +153,11 @@ def reparameterize_checkpoint(config: str | os.PathLike,
                      'training form was built to load the checkpoint')
     model = build_model(cfg, training_overrides)
     task = model_task(model)
-    load_state_dict_strict(
+    load_state_dict_checked(
         model, state_dict, source,
         hint='Was it trained with another config or arch? Pass the config it was trained with.')
     if not reparameterizable_modules(model):
-        raise DeployError('nothing in this model can be reparameterized (no module defines '
+        raise InputError('nothing in this model can be reparameterized (no module defines '
                           'switch_to_deploy); is the backbone RepNeXt?')
 
     height, width = shape or DEFAULT_SHAPES[task]
@@ -168,7 +170,7 @@ def reparameterize_checkpoint(config: str | os.PathLike,
     fused_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     del model
     deployed = build_model(cfg, {**training_overrides, **options})
-    load_state_dict_strict(deployed, fused_state, 'the fused state dict',
+    load_state_dict_checked(deployed, fused_state, 'the fused state dict',
                            hint=f'The config with {format_cfg_options(options)} does not build the '
                                 'structure switch_to_deploy() produced; this is a bug in the module.')
     log(f'running the fused {task} ({", ".join(fused_names)} switched; '
@@ -177,12 +179,12 @@ def reparameterize_checkpoint(config: str | os.PathLike,
     difference = compare_outputs(fused.outputs, reference.outputs)
     log(f'original vs fused outputs: {difference}')
     if not difference.within(tolerance):
-        raise DeployError(f'the fused model differs from the original beyond the tolerance '
+        raise InputError(f'the fused model differs from the original beyond the tolerance '
                           f'{tolerance:g} ({difference}); nothing was written. Check that every '
                           "norm layer's running statistics are finite.")
 
     backbone = getattr(deployed, 'backbone', None)
-    arch = repnext_arch_name(backbone) if backbone is not None else None
+    arch = backbone_arch_name(backbone) if backbone is not None else None
     source_meta = raw.get('meta') if isinstance(raw.get('meta'), dict) else {}
     meta: dict[str, Any] = {
         FUSED_META_KEY: dict(

@@ -40,9 +40,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from repnext_mm.deploy.errors import DeployError
-from repnext_mm.deploy.io import atomic_write
+from repnext_mm.utils.errors import InputError
+from repnext_mm.utils.fileio import atomic_write_bytes
 
+#: Image file suffixes read from folders and accepted for outputs (OpenCV decodes / encodes them).
+IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
 #: Input size used for a classifier whose test pipeline names none (height, width).
 DEFAULT_CLASSIFIER_SIZE = (224, 224)
 #: Detectors / segmentors / backbones: the image keeps its aspect ratio and is shrunk (never
@@ -71,10 +73,10 @@ _METHOD_CLASSES = {
 METHODS: tuple[str, ...] = tuple(_METHOD_CLASSES)
 
 
-class CAMError(DeployError):
+class CAMError(InputError):
     """A problem with the inputs of a CAM computation (layer name, category, image, method).
 
-    A :class:`~repnext_mm.deploy.errors.DeployError`, so the tools report it like the model
+    A :class:`~repnext_mm.utils.errors.InputError`, so the tools report it like the model
     loading errors they share: one ``error:`` line naming the problem and the fix.
     """
 
@@ -279,15 +281,33 @@ class CAMResult:
 # ------------------------------------------------------------------------------------------
 # Images
 # ------------------------------------------------------------------------------------------
+class UnreadableImageError(CAMError):
+    """An image file that is missing or that OpenCV cannot decode.
+
+    Attributes:
+        path: The image file.
+        reason: What is wrong with it, without the path (for "skipped PATH: REASON" lines).
+    """
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f'image {path} {reason}; pass a PNG, JPEG, BMP or TIFF file')
+        self.path = path
+        self.reason = reason
+
+
 def load_image(path: str | os.PathLike) -> np.ndarray:
-    """Reads an image as ``uint8 (H, W, 3)`` BGR (grayscale is expanded, alpha dropped)."""
+    """Reads an image as ``uint8 (H, W, 3)`` BGR (grayscale is expanded, alpha dropped).
+
+    Raises:
+        UnreadableImageError: The file does not exist or OpenCV cannot decode it.
+    """
     path = Path(path)
     if not path.is_file():
-        raise CAMError(f'image {path} does not exist; pass the path of a PNG or JPEG file')
+        raise UnreadableImageError(path, 'does not exist')
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
-        raise CAMError(f'OpenCV cannot decode {path} as an image; pass a PNG, JPEG, BMP or '
-                       'TIFF file')
+        raise UnreadableImageError(path, 'cannot be decoded by OpenCV (not an image, or a '
+                                         'damaged file)')
     return image
 
 
@@ -312,13 +332,29 @@ def overlay(image_bgr: np.ndarray, cam: np.ndarray, image_weight: float = 0.5) -
                              image_weight=image_weight)
 
 
+def check_image_output(path: str | os.PathLike) -> Path:
+    """Checks that :func:`save_image` can write ``path`` (by its suffix), before any work.
+
+    Raises:
+        CAMError: The suffix is not one of :data:`IMAGE_SUFFIXES` or this OpenCV build has no
+            encoder for it.
+    """
+    path = Path(path)
+    if path.suffix.lower() not in IMAGE_SUFFIXES or not cv2.haveImageWriter(str(path)):
+        problem = (f'OpenCV writes no {path.suffix!r} images here' if path.suffix else
+                   'the name has no suffix to choose the image format by')
+        raise CAMError(f'cannot write the image {path}: {problem}; end the name in one of '
+                       f'{", ".join(IMAGE_SUFFIXES)}')
+    return path
+
+
 def save_image(image_bgr: np.ndarray, path: str | os.PathLike) -> Path:
     """Encodes ``image_bgr`` by the file suffix (.png, .jpg, ...) and writes it atomically."""
-    path = Path(path)
-    ok, buffer = cv2.imencode(path.suffix or '.png', image_bgr)
+    path = check_image_output(path)
+    ok, buffer = cv2.imencode(path.suffix, image_bgr)
     if not ok:
         raise CAMError(f'OpenCV cannot encode an image as {path.suffix!r}; use .png or .jpg')
-    return atomic_write(path, lambda tmp: tmp.write_bytes(buffer.tobytes()))
+    return atomic_write_bytes(buffer.tobytes(), path)
 
 
 def _pipeline_size(pipeline: Sequence[Mapping]) -> tuple[int, int] | None:
@@ -434,7 +470,7 @@ class CAMVisualizer:
             device: ``'cpu'`` or ``'cuda[:N]'``.
             unsafe_full_unpickle: Unpickle arbitrary objects in the checkpoint (trusted files).
         """
-        from repnext_mm.deploy.exportable import prepare_model, preprocessing_of
+        from repnext_mm.apis.model import prepare_model, preprocessing_of
 
         prepared = prepare_model(config, checkpoint, cfg_options, unsafe_full_unpickle)
         if prepared.training_model is None or fuse:

@@ -2,7 +2,7 @@
 
 Latency comes from ``tools/analysis/benchmark.py`` output (CSV or JSON rows) and/or the paper's
 iPhone 12 measurements (Table 2); ImageNet-1K top-1 comes from the model zoo
-(``model-index.yml`` and the metafiles it imports) or the paper's table built in here. Every
+(``model-index.yml`` and the metafiles it imports) or the paper (:mod:`repnext_mm.paper`). Every
 series is one line through RepNeXt-M1 .. M5 with a label at each point; M0 has no published
 accuracy and is left out (with a note).
 """
@@ -18,27 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from repnext_mm.deploy.errors import DeployError
-from repnext_mm.deploy.io import atomic_write
+from repnext_mm import paper
+from repnext_mm.models.backbones.repnext import RepNeXt
+from repnext_mm.utils.errors import InputError
+from repnext_mm.utils.fileio import atomic_write
 
-#: ImageNet-1K top-1 (%) of the paper, Table 2 (hard distillation from RegNetY-16GF).
-PAPER_TOP1_DISTILLED: dict[str, float] = {'m1': 78.8, 'm2': 80.1, 'm3': 80.7, 'm4': 82.3, 'm5': 83.3}
-#: ImageNet-1K top-1 (%) of the paper, Table 3 (no distillation).
-PAPER_TOP1_PLAIN: dict[str, float] = {'m1': 77.5, 'm2': 78.9, 'm3': 79.4, 'm4': 81.2, 'm5': 82.4}
-#: iPhone 12 / iOS 16 / Core ML latency (ms, mean of 20 runs) of the classifiers, paper Table 2.
-PAPER_IPHONE12_MS: dict[str, float] = {'m1': 0.86, 'm2': 1.00, 'm3': 1.11, 'm4': 1.48, 'm5': 2.20}
-#: Other models of the paper's Table 2 (iPhone 12 ms, distilled top-1 %), for comparison lines.
-#: FastViT was evaluated at 256x256 in the paper.
-PAPER_BASELINES: dict[str, list[tuple[str, float, float]]] = {
-    'RepViT': [('M0.9', 0.89, 78.7), ('M1.0', 1.02, 80.0), ('M1.1', 1.13, 80.7),
-               ('M1.5', 1.51, 82.3), ('M2.3', 2.24, 83.3)],
-    'EfficientFormerV2': [('S0', 0.91, 75.7), ('S1', 1.06, 79.0), ('S2', 1.63, 81.6),
-                          ('L', 2.75, 83.3)],
-    'FastViT (256)': [('T8', 0.89, 76.7), ('T12', 1.33, 80.3), ('S12', 1.51, 80.9),
-                      ('SA12', 1.66, 81.9), ('SA24', 2.78, 83.4)],
-    'SwiftFormer': [('XS', 1.00, 75.7), ('S', 1.16, 78.5), ('L1', 1.62, 80.9), ('L3', 2.99, 83.0)],
-    'MobileViG': [('Ti', 1.27, 75.7), ('S', 1.50, 78.2), ('M', 1.86, 80.6), ('B', 2.87, 82.6)],
-}
+#: ImageNet-1K top-1 (%) of the paper with hard distillation (Table 2) and without (Table 3).
+PAPER_TOP1_DISTILLED: dict[str, float] = paper.repnext_top1(distilled=True)
+PAPER_TOP1_PLAIN: dict[str, float] = paper.repnext_top1(distilled=False)
 
 #: Accepted spellings of the benchmark columns (first match wins).
 LATENCY_COLUMNS = ('median_ms', 'latency_ms', 'latency_ms_median', 'latency_median_ms', 'latency')
@@ -46,11 +33,12 @@ ARCH_COLUMNS = ('arch', 'model')
 INPUT_COLUMNS = ('input', 'shape', 'input_shape')
 #: Columns that split the rows into separate lines (when they vary).
 SERIES_KEYS = ('backend', 'device', 'input', 'form', 'exported', 'batch_size')
-ARCH_PATTERN = re.compile(r'(?:^|[^a-z0-9])(?:repnext[-_ ]?)?(m[0-5])(?![0-9.])', re.IGNORECASE)
+ARCH_PATTERN = re.compile(r'(?:^|[^a-z0-9])(?:repnext[-_ ]?)?(%s)(?![0-9.])'
+                          % '|'.join(map(re.escape, RepNeXt.arch_settings)), re.IGNORECASE)
 PLOT_SUFFIXES = ('.png', '.svg', '.pdf')
 
 
-class PlotError(DeployError):
+class PlotError(InputError):
     """Bad plot input: a missing column, no usable rows, an unknown file type."""
 
 
@@ -233,16 +221,22 @@ def benchmark_series(rows: Sequence[Mapping[str, Any]], top1: Mapping[str, float
 def paper_series(top1: Mapping[str, float] | None = None) -> Series:
     """The paper's RepNeXt line: iPhone 12 latency and (by default distilled) top-1."""
     top1 = top1 or PAPER_TOP1_DISTILLED
-    points = [Point(arch.upper(), PAPER_IPHONE12_MS[arch], float(top1[arch]))
-              for arch in sorted(PAPER_IPHONE12_MS) if arch in top1]
+    points = [Point(arch.upper(), result.iphone12_ms, float(top1[arch]))
+              for arch, result in sorted(paper.REPNEXT_CLASSIFIERS.items()) if arch in top1]
     return Series('RepNeXt, iPhone 12 (paper)', points, dict(linestyle='--'))
 
 
 def paper_baseline_series() -> list[Series]:
-    """The paper's comparison models (Table 2), one line per family."""
-    return [Series(f'{family}, iPhone 12 (paper)', [Point(name, ms, acc) for name, ms, acc in entries],
-                   dict(linestyle=':', alpha=0.7, label_points=False))
-            for family, entries in PAPER_BASELINES.items()]
+    """The paper's comparison models (Table 2, distilled top-1), one line per family."""
+    series = []
+    for family, models in paper.BASELINE_CLASSIFIERS.items():
+        # The legend says when a family was evaluated at another size than 224 (FastViT: 256).
+        sizes = sorted({result.image_size for result in models.values()} - {224})
+        label = f'{family} ({"/".join(map(str, sizes))})' if sizes else family
+        points = [Point(name, result.iphone12_ms, result.top1) for name, result in models.items()]
+        series.append(Series(f'{label}, iPhone 12 (paper)', points,
+                             dict(linestyle=':', alpha=0.7, label_points=False)))
+    return series
 
 
 def load_zoo_top1(model_index: str | os.PathLike, distilled: bool = True) -> dict[str, float]:

@@ -17,14 +17,16 @@ from mmengine.model.utils import revert_sync_batchnorm
 from mmengine.registry import MODELS, init_default_scope
 from mmengine.utils import import_modules_from_strings
 
+from repnext_mm.datasets.shapes import CLASSES as SHAPES_CLASSES
+from repnext_mm.models.backbones import RepNeXt
+
 REPO = Path(__file__).resolve().parents[2]
 SEG_DIR = REPO / 'configs/mmseg'
 CLS_DIR = REPO / 'configs/mmpretrain'
-ARCHS = [f'm{i}' for i in range(6)]
+ARCHS = tuple(RepNeXt.arch_settings)
 SEG_CONFIGS = [f'fpn_repnext_{a}_8xb4-40k_ade20k-512x512.py' for a in ARCHS]
 CLS_CONFIGS = [f'repnext_{a}_8xb256_in1k.py' for a in ARCHS]
 DISTILL_CONFIGS = [f'repnext_{a}_8xb256_in1k_distill.py' for a in ARCHS]
-SHAPES_CLASSES = ('circle', 'square', 'star', 'triangle')
 TINY = 64
 
 
@@ -42,8 +44,6 @@ def one_cpu_thread():
 
 
 def widths(arch: str) -> list[int]:
-    from repnext_mm.models.backbones import RepNeXt
-
     return list(RepNeXt.arch_settings[arch]['widths'])
 
 

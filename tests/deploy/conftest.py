@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from repnext_mm.deploy.builder import build_model, load_config
+from repnext_mm.apis.model import build_model, load_model_config
 from tests.helpers import randomize_norms
 
 REPO = Path(__file__).resolve().parents[2]
@@ -22,7 +22,7 @@ SHAPES = dict(classifier=(64, 64), detector=(128, 128), segmentor=(128, 128))
 def save_trained_checkpoint(config: Path, path: Path, seed: int = 0) -> Path:
     """Saves a freshly built model as if trained: random BN statistics, a runner-like layout."""
     torch.manual_seed(seed)
-    model = randomize_norms(build_model(load_config(config)), seed=seed)
+    model = randomize_norms(build_model(load_model_config(config)), seed=seed)
     torch.save(dict(
         meta=dict(epoch=1, iter=10, dataset_meta=dict(classes=('circle', 'square', 'star', 'triangle'))),
         state_dict=model.state_dict(),

@@ -11,8 +11,8 @@ import torch
 
 from repnext_mm.deploy.convert import (convert_author_state_dict, convert_official_checkpoint,
                                        detect_arch, map_author_key)
-from repnext_mm.deploy.errors import DeployError
-from repnext_mm.deploy.io import load_checkpoint_file
+from repnext_mm.utils.errors import InputError
+from repnext_mm.apis.checkpoint import read_checkpoint
 from repnext_mm.models.backbones.repnext import RepNeXt
 from repnext_mm.models.heads.repnext_head import RepNeXtClsHead
 from tests.helpers import max_rel_error
@@ -114,7 +114,7 @@ def test_arch_detection_distinguishes_m3_and_m4(author_weights):
 
 
 def test_wrong_explicit_arch_is_an_error(author_weights):
-    with pytest.raises(DeployError, match='--arch m3 was given but the weights are RepNeXt-M4'):
+    with pytest.raises(InputError, match='--arch m3 was given but the weights are RepNeXt-M4'):
         convert_author_state_dict(author_weights['m4'], arch='m3')
 
 
@@ -122,28 +122,28 @@ def test_another_models_checkpoint_is_rejected():
     resnet_like = {'conv1.weight': torch.zeros(64, 3, 7, 7), 'bn1.weight': torch.zeros(64),
                    'layer1.0.conv1.weight': torch.zeros(64, 64, 1, 1),
                    'fc.weight': torch.zeros(1000, 2048)}
-    with pytest.raises(DeployError, match="not a RepNeXt checkpoint in the authors' layout"):
+    with pytest.raises(InputError, match="not a RepNeXt checkpoint in the authors' layout"):
         convert_author_state_dict(resnet_like)
 
 
 def test_already_converted_weights_are_rejected(author_weights):
     ours = convert_author_state_dict(author_weights['m0']).state_dict
-    with pytest.raises(DeployError, match='already in the repnext_mm layout'):
+    with pytest.raises(InputError, match='already in the repnext_mm layout'):
         convert_author_state_dict(ours)
 
 
 def test_unknown_extra_and_missing_keys_are_errors(author_weights):
     extra = dict(author_weights['m0'])
     extra['stages.0.blocks.0.token_mixer.conv_s.conv_5_5.weight'] = torch.zeros(10, 1, 5, 5)
-    with pytest.raises(DeployError, match='conv_5_5'):
+    with pytest.raises(InputError, match='conv_5_5'):
         convert_author_state_dict(extra)
     missing = dict(author_weights['m0'])
     del missing['stages.2.blocks.3.channel_mixer.0.norm.running_var']
-    with pytest.raises(DeployError, match=r'1 weights missing \(backbone\.stages\.2\.blocks\.3'):
+    with pytest.raises(InputError, match=r'1 weights missing \(backbone\.stages\.2\.blocks\.3'):
         convert_author_state_dict(missing)
     wrong = dict(author_weights['m0'])
     wrong['stages.1.downsample.token_mixer.conv_m.conv_5_3.weight'] = torch.zeros(40, 1, 3, 5)
-    with pytest.raises(DeployError, match=r'wrong shape .*conv_5_3.*\(40, 1, 3, 5\)'):
+    with pytest.raises(InputError, match=r'wrong shape .*conv_5_3.*\(40, 1, 3, 5\)'):
         convert_author_state_dict(wrong)
 
 
@@ -158,14 +158,14 @@ def test_release_file_converts_and_loads_into_our_modules(tmp_path):
 
     result, unused = convert_official_checkpoint(src, dst, task='cls', weights='model_ema')
     assert sorted(unused) == ['args', 'epoch', 'lr_scheduler', 'model', 'optimizer', 'scaler']
-    written = load_checkpoint_file(dst)  # weights_only: no Namespace or other objects inside
+    written = read_checkpoint(dst)  # weights_only: no Namespace or other objects inside
     assert written['meta']['repnext_mm']['arch'] == 'm0'
     assert written['meta']['repnext_mm']['source_epoch'] == 299
     key = 'backbone.stages.1.downsample.token_mixer.medium.conv5x3.weight'
     assert torch.equal(written['state_dict'][key],
                        checkpoint['model_ema']['stages.1.downsample.token_mixer.conv_m.conv_5_3.weight'])
 
-    with pytest.raises(DeployError, match='--force'):
+    with pytest.raises(InputError, match='--force'):
         convert_official_checkpoint(src, dst)
 
 
@@ -180,6 +180,13 @@ def test_ddp_prefix_is_stripped(tmp_path):
 def test_checkpoint_without_the_requested_weights(tmp_path):
     src = tmp_path / 'no_ema.pth'
     torch.save(dict(model=author_state_dict('m0', num_classes=3), epoch=1), src)
-    with pytest.raises(DeployError, match='has no "model_ema" weights'):
+    with pytest.raises(InputError, match='has no "model_ema" weights') as error:
         convert_official_checkpoint(src, tmp_path / 'out.pth', weights='model_ema')
+    assert 'pass --weights model to convert the "model" weights it holds' in str(error.value)
     assert not (tmp_path / 'out.pth').exists()
+
+    mmengine_style = tmp_path / 'runner.pth'
+    torch.save(dict(meta={}, state_dict={'backbone.x': torch.zeros(1)}), mmengine_style)
+    with pytest.raises(InputError, match='looks like an MMEngine checkpoint') as error:
+        convert_official_checkpoint(mmengine_style, tmp_path / 'out.pth')
+    assert '--weights' not in str(error.value)

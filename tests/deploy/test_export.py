@@ -9,10 +9,10 @@ import json
 import pytest
 import torch
 
-from repnext_mm.deploy.builder import load_config
-from repnext_mm.deploy.errors import DeployError
-from repnext_mm.deploy.exportable import (ExportWrapper, PreparedModel, fold_input_channel_scale,
-                                          prepare_bare_backbone, preprocessing_of)
+from repnext_mm.apis.model import load_model_config
+from repnext_mm.utils.errors import InputError
+from repnext_mm.apis.model import PreparedModel, prepare_bare_backbone, preprocessing_of
+from repnext_mm.deploy.exportable import ExportWrapper, fold_input_channel_scale
 from repnext_mm.deploy.ios_bench import PACKAGE_NAME, write_ios_bench
 from repnext_mm.deploy.onnx_export import export_onnx, onnx_session
 from repnext_mm.models.backbones.repnext import RepNeXt
@@ -62,7 +62,7 @@ def test_onnx_backbone_matches_torch(m0_backbone, tmp_path, form):
 
 def test_onnx_rejects_old_opsets_and_writes_nothing(m0_backbone, tmp_path):
     wrapper = ExportWrapper(m0_backbone.fused(), 'backbone')
-    with pytest.raises(DeployError, match='opset must be >= 17'):
+    with pytest.raises(InputError, match='opset must be >= 17'):
         export_onnx(wrapper, (64, 64), tmp_path / 'old.onnx', wrapper.output_names, opset=13)
     assert list(tmp_path.iterdir()) == []
 
@@ -83,7 +83,7 @@ def test_input_channel_scale_folds_exactly_into_the_stem(m0_backbone):
 @pytest.mark.parametrize('task, layout', [('classifier', 'RGB'), ('segmentor', 'RGB'),
                                           ('detector', 'RGB')])
 def test_preprocessing_is_read_from_the_configs(task, layout):
-    pre = preprocessing_of(load_config(CONFIGS[task]))
+    pre = preprocessing_of(load_model_config(CONFIGS[task]))
     assert pre.color_layout == layout
     assert pre.mean == pytest.approx((123.675, 116.28, 103.53))
     assert pre.std == pytest.approx((58.395, 57.12, 57.375))
@@ -92,7 +92,7 @@ def test_preprocessing_is_read_from_the_configs(task, layout):
 def test_detectors_need_backbone_only():
     class FakeDetector(torch.nn.Module):
         pass
-    with pytest.raises(DeployError, match='--backbone-only'):
+    with pytest.raises(InputError, match='--backbone-only'):
         ExportWrapper(FakeDetector(), 'detector')
 
 
@@ -124,13 +124,13 @@ def test_ios_bench_package_names_the_model_interface(tmp_path):
     assert "xcodebuild test -scheme RepNeXtLatency -destination 'platform=iOS,id=" in bench.command
     manifest = json.loads((bench.directory / 'bench_manifest.json').read_text())
     assert manifest['outputs']['stage0'] == [1, 64, 128, 96]
-    with pytest.raises(DeployError, match='--force'):
+    with pytest.raises(InputError, match='--force'):
         write_ios_bench(tmp_path / 'bench', package, report)
 
 
 def test_ios_bench_rejects_names_swift_cannot_embed(tmp_path):
     package = _fake_mlpackage(tmp_path / 'bad"name.mlpackage')
     report = dict(inputs=[dict(name='image', type='image', height=64, width=64)], outputs=[])
-    with pytest.raises(DeployError, match='letters, digits'):
+    with pytest.raises(InputError, match='letters, digits'):
         write_ios_bench(tmp_path / 'bench', package, report)
     assert not (tmp_path / 'bench').exists()

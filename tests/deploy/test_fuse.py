@@ -4,9 +4,10 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from repnext_mm.deploy.errors import DeployError
-from repnext_mm.deploy.fuse import (count_batchnorms, deploy_cfg_options, format_cfg_options,
-                                    reparameterizable_modules, switch_to_deploy_all)
+from repnext_mm.utils.errors import InputError
+from repnext_mm.apis.model import deploy_cfg_options, format_cfg_options
+from repnext_mm.models.utils.reparameterize import (count_batchnorms, reparameterizable_modules,
+                                                    switch_to_deploy_all)
 from repnext_mm.models.backbones.repnext import RepNeXt
 from repnext_mm.models.heads.repnext_head import RepNeXtClsHead
 from tests.helpers import max_rel_error, randomize_norms
@@ -56,5 +57,5 @@ def test_deploy_cfg_options_follow_the_config_paths():
 
 
 def test_deploy_cfg_options_need_a_config_dict_per_module():
-    with pytest.raises(DeployError, match="'model.backbone.stages' has no config dict"):
+    with pytest.raises(InputError, match="'model.backbone.stages' has no config dict"):
         deploy_cfg_options(dict(backbone=dict(type='RepNeXt')), ['backbone.stages'])

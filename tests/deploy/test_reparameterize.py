@@ -15,10 +15,10 @@ from mmengine.config import DictAction
 from mmengine.runner import load_checkpoint
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from repnext_mm.deploy.builder import (build_model, compare_outputs, example_inputs, load_config,
-                                       tensor_forward)
-from repnext_mm.deploy.errors import DeployError
-from repnext_mm.deploy.io import load_checkpoint_file
+from repnext_mm.apis.model import build_model, load_model_config
+from repnext_mm.deploy.verify import compare_outputs, example_inputs, tensor_forward
+from repnext_mm.utils.errors import InputError
+from repnext_mm.apis.checkpoint import read_checkpoint
 from repnext_mm.deploy.reparameterize import reparameterize_checkpoint
 from .conftest import CONFIGS, SHAPES
 
@@ -47,13 +47,13 @@ def test_round_trip(task, trained_checkpoints, tmp_path):
     assert result.cfg_options_string == EXPECTED_OPTIONS[task]
     assert any('max relative difference' in line for line in lines)  # printed either way
 
-    saved = load_checkpoint_file(out)  # weights_only: nothing but tensors and plain data
+    saved = read_checkpoint(out)  # weights_only: nothing but tensors and plain data
     info = saved['meta']['repnext_mm']
     assert info['fused'] is True and info['arch'] == 'm0' and info['task'] == task
     assert info['source'] == os.path.abspath(checkpoint)
     assert saved['meta']['dataset_meta']['classes'][0] == 'circle'
 
-    cfg = load_config(config)
+    cfg = load_model_config(config)
     original = build_model(cfg)
     load_checkpoint(original, str(checkpoint), map_location='cpu', strict=True)
     deployed = build_model(cfg, parse_cfg_options(result.cfg_options_string))
@@ -71,7 +71,7 @@ def test_round_trip(task, trained_checkpoints, tmp_path):
 
 def _expect_refusal(tmp_path, match: str, **kwargs) -> None:
     before = sorted(os.listdir(tmp_path))
-    with pytest.raises(DeployError, match=match):
+    with pytest.raises(InputError, match=match):
         reparameterize_checkpoint(**kwargs)
     assert sorted(os.listdir(tmp_path)) == before  # no output, no temporary left behind
 
@@ -84,13 +84,13 @@ def test_refuses_an_already_fused_checkpoint(trained_checkpoints, tmp_path):
                     config=CONFIGS['classifier'], checkpoint=fused, out=tmp_path / 'again.pth')
     # Same refusal from the keys alone (meta stripped, e.g. re-saved by another tool).
     stripped = tmp_path / 'stripped.pth'
-    torch.save(dict(state_dict=load_checkpoint_file(fused)['state_dict']), stripped)
+    torch.save(dict(state_dict=read_checkpoint(fused)['state_dict']), stripped)
     _expect_refusal(tmp_path, r'already fused \(key .*reparam', config=CONFIGS['classifier'],
                     checkpoint=stripped, out=tmp_path / 'again.pth')
 
 
 def test_refuses_a_checkpoint_of_another_config(trained_checkpoints, tmp_path):
-    _expect_refusal(tmp_path, 'do not match the model built from the config: .*missing .*unexpected',
+    _expect_refusal(tmp_path, 'do not fit the model built from the config: .*missing .*unexpected',
                     config=CONFIGS['classifier'], checkpoint=trained_checkpoints['segmentor'],
                     out=tmp_path / 'out.pth')
 
@@ -119,7 +119,7 @@ def test_refuses_to_overwrite_without_force(trained_checkpoints, tmp_path):
     assert out.read_text() == 'keep me'
     reparameterize_checkpoint(CONFIGS['classifier'], trained_checkpoints['classifier'], out,
                               force=True, shape=SHAPES['classifier'], log=lambda _: None)
-    assert 'state_dict' in load_checkpoint_file(out)
+    assert 'state_dict' in read_checkpoint(out)
 
 
 def test_refuses_to_write_when_outputs_differ(trained_checkpoints, tmp_path):

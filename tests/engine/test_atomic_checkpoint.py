@@ -6,7 +6,8 @@ import os
 import pytest
 from mmengine.fileio import get_file_backend
 
-from repnext_mm.engine import ATOMIC_BACKEND_NAME, AtomicLocalBackend, atomic_write_bytes
+from repnext_mm.engine import ATOMIC_BACKEND_NAME, AtomicLocalBackend
+from repnext_mm.utils.fileio import atomic_write_bytes
 
 
 def test_write_creates_folders_and_leaves_only_the_file(tmp_path):

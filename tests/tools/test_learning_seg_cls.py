@@ -3,7 +3,7 @@
 Each test builds MMEngine's Runner from the real config (the shapes variant of the M0 config,
 which changes only data and schedule), measures the untrained model on the validation split,
 trains, and measures again with the library's own metric (mmseg ``IoUMetric``, mmpretrain
-``Accuracy``). Data come from tools/data/make_shapes.py (default spec, generated into a
+``Accuracy``). Data come from repnext_mm/datasets/make_shapes.py (default spec, generated into a
 temporary folder so that parallel runs never share files).
 
 Measured on 2 shared CPU cores (one thread), seed 0:
@@ -22,11 +22,11 @@ import torch
 from mmengine.config import Config
 from mmengine.runner import Runner
 
-from tests.helpers import load_tool
+from repnext_mm.datasets.make_shapes import make_shapes
 
 REPO = Path(__file__).resolve().parents[2]
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures('one_cpu_thread')]
 
 # mIoU (percent) that the trained segmentor must reach, and its minimum gain over untrained.
 MIN_MIOU, MIN_MIOU_GAIN = 35.0, 20.0
@@ -37,17 +37,8 @@ MIN_TOP1, MIN_TOP1_GAIN = 60.0, 25.0
 @pytest.fixture(scope='module')
 def shapes_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp('shapes')
-    load_tool('tools/data/make_shapes.py').make_shapes(root, progress=False)
+    make_shapes(root, progress=False)
     return root
-
-
-@pytest.fixture(autouse=True)
-def one_cpu_thread():
-    """Trains on one thread: on shared cores OpenMP's spinning threads were ~100x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def shapes_config(name: str, data_root: Path, work_dir: Path) -> Config:

@@ -24,10 +24,13 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from repnext_mm import tools_utils
-from repnext_mm.tools_utils import run_cli, train
+from repnext_mm.cli import run_cli
+from repnext_mm.models import RepNeXt
+from tests.helpers import load_tool
 
 REPO = Path(__file__).resolve().parents[2]
+train_tool = load_tool('tools/train.py').main
+eval_tool = load_tool('tools/test.py').main
 SHAPES_CONFIG = REPO / 'configs' / 'mmdet' / 'mask_rcnn_repnext_m0_fpn_shapes.py'
 COCO_CONFIG = REPO / 'configs' / 'mmdet' / 'mask_rcnn_repnext_m0_fpn_1x_coco.py'
 SHAPES_ROOT = REPO / 'data' / 'shapes'
@@ -225,7 +228,7 @@ def test_interrupted_checkpoint_save_leaves_no_checkpoint(shapes_data, tmp_path,
     monkeypatch.chdir(REPO)
     monkeypatch.setattr(os, 'fsync', interrupted_fsync)
     with pytest.raises(KeyboardInterrupt):
-        train([str(SHAPES_CONFIG), '--work-dir', str(tmp_path), '--cfg-options',
+        train_tool([str(SHAPES_CONFIG), '--work-dir', str(tmp_path), '--cfg-options',
                'train_dataloader.dataset.indices=4', 'train_cfg.max_epochs=1',
                *NO_VALIDATION, *SEED])
     leftovers = sorted(p.name for p in tmp_path.iterdir() if p.suffix in ('.pth', '.part'))
@@ -246,11 +249,11 @@ def test_missing_config_exits_with_one_error_line():
 
 
 @pytest.mark.parametrize('tool, argv, expected', [
-    (train, ['--cfg-options', 'model.backbone.arch=m9'],
-     ["model.backbone.arch: unknown RepNeXt arch 'm9'", "['m0', 'm1', 'm2', 'm3', 'm4', 'm5']"]),
-    (tools_utils.test, ['missing.pth'], ["checkpoint 'missing.pth' does not exist"]),
-    (train, ['--resume', 'missing.pth'], ["--resume checkpoint 'missing.pth' does not exist"]),
-    (train, ['--cfg-options', 'val_evaluator.ann_file=data/shapes/coco/annotations/x.json'],
+    (train_tool, ['--cfg-options', 'model.backbone.arch=m9'],
+     ["model.backbone.arch: unknown RepNeXt arch 'm9'", str(sorted(RepNeXt.arch_settings))]),
+    (eval_tool, ['missing.pth'], ["checkpoint 'missing.pth' does not exist"]),
+    (train_tool, ['--resume', 'missing.pth'], ["--resume checkpoint 'missing.pth' does not exist"]),
+    (train_tool, ['--cfg-options', 'val_evaluator.ann_file=data/shapes/coco/annotations/x.json'],
      ["annotation file of val_evaluator 'data/shapes/coco/annotations/x.json' does not exist",
       'python tools/data/make_shapes.py']),
 ], ids=['unknown-arch', 'missing-checkpoint', 'missing-resume-checkpoint', 'missing-ann-file'])
@@ -265,7 +268,7 @@ def test_bad_input_is_reported_with_its_fix(shapes_data, capsys, monkeypatch, to
 
 def test_missing_data_root_says_how_to_make_the_data(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)  # data/shapes/coco/ is relative: it does not exist here
-    assert run_cli(train, [str(SHAPES_CONFIG)]) == 2
+    assert run_cli(train_tool, [str(SHAPES_CONFIG)]) == 2
     message = capsys.readouterr().err
     assert "data root of train_dataloader.dataset 'data/shapes/coco/' does not exist" in message
     assert 'python tools/data/make_shapes.py' in message
@@ -273,7 +276,7 @@ def test_missing_data_root_says_how_to_make_the_data(tmp_path, capsys, monkeypat
 
 def test_missing_coco_says_where_coco_goes(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert run_cli(train, [str(COCO_CONFIG), '--cfg-options', 'model.backbone.init_cfg=None']) == 2
+    assert run_cli(train_tool, [str(COCO_CONFIG), '--cfg-options', 'model.backbone.init_cfg=None']) == 2
     message = capsys.readouterr().err
     assert "'data/coco/' does not exist" in message and 'put COCO 2017 there' in message
 
@@ -289,7 +292,7 @@ def test_missing_pretrained_file_names_the_ways_out(shapes_data, capsys, monkeyp
             'val_dataloader.dataset.ann_file=annotations/instances_val.json',
             'val_dataloader.dataset.data_prefix.img=val/',
             'val_evaluator.ann_file=data/shapes/coco/annotations/instances_val.json']
-    assert run_cli(train, argv) == 2
+    assert run_cli(train_tool, argv) == 2
     message = capsys.readouterr().err
     assert "pretrained weights 'checkpoints/repnext_m0_in1k_backbone.pth' do not exist" in message
     assert '--cfg-options model.backbone.init_cfg=None' in message
@@ -308,7 +311,7 @@ def test_pretrained_checkpoint_matching_nothing_fails_naming_the_prefix(shapes_d
     monkeypatch.chdir(REPO)
     with pytest.raises(ValueError, match=r"none of the weights in .*classifier\.pth match RepNeXt "
                                          r"after keeping the keys under prefix 'backbone\.'"):
-        train([str(config), '--work-dir', str(tmp_path / 'work'), '--cfg-options', *TINY_RUN])
+        train_tool([str(config), '--work-dir', str(tmp_path / 'work'), '--cfg-options', *TINY_RUN])
 
 
 @pytest.mark.slow
@@ -318,5 +321,5 @@ def test_images_below_32_pixels_fail_naming_the_minimum(shapes_data, tmp_path, m
                    'model.data_preprocessor.pad_size_divisor=1']
     with pytest.raises(ValueError, match=r'RepNeXt needs inputs of at least 32x32 pixels .* '
                                          r'got 16x16'):
-        train([str(SHAPES_CONFIG), '--work-dir', str(tmp_path), '--cfg-options', *TINY_RUN,
+        train_tool([str(SHAPES_CONFIG), '--work-dir', str(tmp_path), '--cfg-options', *TINY_RUN,
                *tiny_images])

@@ -25,20 +25,20 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a source checkout
 
-from mmengine.config import DictAction  # noqa: E402
+from repnext_mm.cli import (ArgumentParser, add_cfg_options_argument,  # noqa: E402
+                            add_unsafe_unpickle_argument, run_cli)
+from repnext_mm.models.backbones.repnext import RepNeXt  # noqa: E402
 
-from repnext_mm.deploy.errors import DeployError  # noqa: E402
-from repnext_mm.deploy.io import UNSAFE_FLAG, check_output_path  # noqa: E402
-
-ARCHS = ('m0', 'm1', 'm2', 'm3', 'm4', 'm5')
+ARCHS = tuple(RepNeXt.arch_settings)
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = ArgumentParser(description=__doc__.split('\n\n')[0],
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('config', nargs='?', help='classifier, detector or segmentor config')
     parser.add_argument('checkpoint', nargs='?', help='training or fused checkpoint (omit for '
                                                       'random weights)')
@@ -58,89 +58,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                                     '(default: torch.get_num_threads())')
     parser.add_argument('--max-batch', type=int, default=4096,
                         help='cuda: largest batch tried before halving on OOM (default 4096)')
-    parser.add_argument('--no-unfused', action='store_true', help='time only the fused model')
+    parser.add_argument('--no-unfused', dest='include_unfused', action='store_false',
+                        help='time only the fused model')
     parser.add_argument('--dataset', action='store_true',
                         help="whole-model images/s over the config's test dataloader")
     parser.add_argument('--max-iter', type=int, default=200,
                         help='--dataset: images to run, including warm-up (default 200)')
     parser.add_argument('--out', help='write the rows to a .csv or .json file')
     parser.add_argument('--force', action='store_true', help='overwrite --out if it exists')
-    parser.add_argument('--no-progress', action='store_true', help='no progress bars')
-    parser.add_argument(UNSAFE_FLAG, dest='unsafe_full_unpickle', action='store_true',
-                        help='unpickle arbitrary objects in CHECKPOINT (trusted files only)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
-                        help='override config entries (e.g. the test set data_root)')
+    parser.add_argument('--no-progress', dest='progress', action='store_false',
+                        help='no progress display')
+    add_unsafe_unpickle_argument(parser)
+    add_cfg_options_argument(parser)
     return parser.parse_args(argv)
 
 
-def run(args: argparse.Namespace) -> list[dict]:
-    import torch
+def main(argv: Sequence[str] | None = None) -> int:
+    from repnext_mm.benchmark.latency import LatencySettings, run_latency
 
-    from repnext_mm.deploy.benchmark import describe_cpu, set_threads
-    from repnext_mm.deploy.benchmark_suite import (benchmark_model, dataset_throughput,
-                                                   markdown_table, speedup_summary, write_rows)
-    from repnext_mm.deploy.builder import DEFAULT_SHAPES
-    from repnext_mm.deploy.exportable import prepare_bare_backbone, prepare_model
-
-    if bool(args.config) == bool(args.arch):
-        raise DeployError('pass either CONFIG [CHECKPOINT] or --arch m0 ... m5 (bare backbones)')
-    if args.batch_size < 1:
-        raise DeployError(f'--batch-size must be >= 1, got {args.batch_size}')
-    if args.shape and min(args.shape) < 32:
-        raise DeployError(f'--shape must be at least 32x32, got {args.shape[0]}x{args.shape[1]}')
-    if args.out:
-        check_output_path(args.out, args.force)
-    threads = set_threads(args.threads)
-    progress = not args.no_progress
-    print(f'machine: {describe_cpu()}; torch {torch.__version__} with {threads} intra-op threads')
-
-    if args.arch:
-        models = [(f'RepNeXt-{arch.upper()} backbone', prepare_bare_backbone(arch))
-                  for arch in args.arch]
-    else:
-        prepared = prepare_model(args.config, args.checkpoint, args.cfg_options,
-                                 args.unsafe_full_unpickle)
-        label = Path(args.config).stem + (' backbone' if args.backbone_only else '')
-        models = [(label, prepared)]
-    for _, prepared in models:
-        for note in prepared.notes:
-            print(f'note: {note}')
-
-    rows: list[dict] = []
-    for label, prepared in models:
-        if args.dataset:
-            if len(args.backend) != 1 or args.backend[0] == 'onnxruntime':
-                raise DeployError('--dataset runs the whole torch model: pass --backend torch (CPU) '
-                                  'or --backend cuda')
-            rows += dataset_throughput(prepared, args.max_iter, min(5, args.max_iter - 1),
-                                       include_unfused=not args.no_unfused, progress=progress,
-                                       device='cuda' if args.backend == ['cuda'] else 'cpu')
-            continue
-        kind = 'backbone' if args.backbone_only or prepared.task == 'backbone' else prepared.task
-        default = (224, 224) if args.backend == ['cuda'] else DEFAULT_SHAPES[kind]
-        shape = tuple(args.shape or default)
-        rows += benchmark_model(prepared, label, args.backend, shape, args.batch_size,
-                                args.warmup, args.runs, threads, args.backbone_only,
-                                include_unfused=not args.no_unfused, max_batch=args.max_batch,
-                                progress=progress)
-    print()
-    print(markdown_table(rows))
-    for line in speedup_summary(rows):
-        print(line)
-    if args.out:
-        print(f'wrote {write_rows(rows, args.out, force=True)}')
-    return rows
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        run(args)
-    except DeployError as error:
-        print(f'error: {error}', file=sys.stderr)
-        return 2
+    run_latency(LatencySettings(**vars(parse_args(argv))))
     return 0
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(run_cli(main))

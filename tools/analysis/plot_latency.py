@@ -26,11 +26,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a source checkout
 
-from repnext_mm.deploy.errors import DeployError  # noqa: E402
+from repnext_mm.cli import ArgumentParser, run_cli  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+    parser = ArgumentParser(description=__doc__.split('\n\n')[0],
                                      epilog='\n\n'.join(__doc__.split('\n\n')[1:]),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--benchmark', nargs='+', default=[], metavar='FILE',
@@ -92,15 +92,9 @@ def run(args: argparse.Namespace) -> Path:
     return path
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        run(args)
-    except DeployError as error:  # PlotError is a DeployError
-        print(f'error: {error}', file=sys.stderr)
-        return 2
-    return 0
+def main(argv: list[str] | None = None) -> None:
+    run(parse_args(argv))
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -21,14 +21,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a source checkout
 
-from repnext_mm.deploy.errors import DeployError  # noqa: E402
-from repnext_mm.deploy.io import UNSAFE_FLAG  # noqa: E402
+from repnext_mm.cli import ArgumentParser, add_unsafe_unpickle_argument, run_cli  # noqa: E402
+from repnext_mm.models.backbones.repnext import RepNeXt  # noqa: E402
 
-ARCHS = ('auto', 'm0', 'm1', 'm2', 'm3', 'm4', 'm5')
+ARCHS = ('auto', *RepNeXt.arch_settings)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+    parser = ArgumentParser(description=__doc__.split('\n\n')[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('src', help="authors' checkpoint, e.g. repnext_m1_distill_300e.pth")
     parser.add_argument('dst', help='converted checkpoint to write')
@@ -40,8 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--weights', choices=('model', 'model_ema'), default='model',
                         help='which weights of the checkpoint to convert (default %(default)s)')
     parser.add_argument('--force', action='store_true', help='overwrite DST if it exists')
-    parser.add_argument(UNSAFE_FLAG, dest='unsafe_full_unpickle', action='store_true',
-                        help='unpickle arbitrary objects in SRC (only for files you trust)')
+    add_unsafe_unpickle_argument(parser, 'SRC')
     return parser.parse_args(argv)
 
 
@@ -49,13 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from repnext_mm.deploy.convert import convert_official_checkpoint
 
-    try:
-        result, unused = convert_official_checkpoint(
-            args.src, args.dst, task=args.task, arch=args.arch, weights=args.weights,
-            force=args.force, unsafe_full_unpickle=args.unsafe_full_unpickle)
-    except DeployError as error:
-        print(f'error: {error}', file=sys.stderr)
-        return 2
+    result, unused = convert_official_checkpoint(
+        args.src, args.dst, task=args.task, arch=args.arch, weights=args.weights,
+        force=args.force, unsafe_full_unpickle=args.unsafe_full_unpickle)
     print(f'RepNeXt-{result.arch.upper()} ({args.weights}): {len(result.mapped)} weights mapped, '
           f'{len(result.dropped)} dropped' + (f', {result.num_classes} classes' if
                                                result.num_classes else ''))
@@ -74,4 +69,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -24,14 +24,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a source checkout
 
-from mmengine.config import DictAction  # noqa: E402
-
-from repnext_mm.deploy.errors import DeployError  # noqa: E402
-from repnext_mm.deploy.io import UNSAFE_FLAG, check_output_path  # noqa: E402
+from repnext_mm.cli import (ArgumentParser, add_cfg_options_argument,  # noqa: E402
+                            add_unsafe_unpickle_argument, run_cli)
+from repnext_mm.utils.errors import InputError  # noqa: E402
+from repnext_mm.utils.fileio import check_output_path  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+    parser = ArgumentParser(description=__doc__.split('\n\n')[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('config', help='classifier, detector or segmentor config')
     parser.add_argument('checkpoint', nargs='?', default=None,
@@ -51,10 +51,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help='Core ML only: also write a Swift package whose XCTest measures the '
                              "model's latency on an iPhone")
     parser.add_argument('--force', action='store_true', help='overwrite existing outputs')
-    parser.add_argument(UNSAFE_FLAG, dest='unsafe_full_unpickle', action='store_true',
-                        help='unpickle arbitrary objects in CHECKPOINT (trusted files only)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
-                        help='override config entries')
+    add_unsafe_unpickle_argument(parser)
+    add_cfg_options_argument(parser)
     return parser.parse_args(argv)
 
 
@@ -72,14 +70,15 @@ def export_steps(args: argparse.Namespace, times_on_this_machine: bool) -> list[
 
 
 def run(args: argparse.Namespace) -> None:
-    from repnext_mm.deploy.builder import DEFAULT_SHAPES
-    from repnext_mm.deploy.exportable import ExportWrapper, prepare_model, preprocessing_of
+    from repnext_mm.deploy.verify import DEFAULT_SHAPES
+    from repnext_mm.apis.model import prepare_model, preprocessing_of
+    from repnext_mm.deploy.exportable import ExportWrapper
     from repnext_mm.utils.progress import StepProgress
 
     if args.ios_bench and args.format != 'coreml':
-        raise DeployError('--ios-bench needs --format coreml (the iPhone test runs a Core ML model)')
+        raise InputError('--ios-bench needs --format coreml (the iPhone test runs a Core ML model)')
     if args.shape and min(args.shape) < 32:
-        raise DeployError(f'--shape must be at least 32x32 (the backbone downsamples 32x), got '
+        raise InputError(f'--shape must be at least 32x32 (the backbone downsamples 32x), got '
                           f'{args.shape[0]}x{args.shape[1]}')
     times_on_this_machine = False
     if args.format == 'coreml':
@@ -98,9 +97,9 @@ def run(args: argparse.Namespace) -> None:
         suffix = '.mlpackage' if args.format == 'coreml' else '.onnx'
         part = '_backbone' if args.backbone_only else ''
         out = Path(args.out or f'{Path(args.config).stem}{part}_{height}x{width}{suffix}')
-        check_output_path(out, args.force)
+        check_output_path(out, args.force, kind='dir' if args.format == 'coreml' else 'file')
         if args.ios_bench:
-            check_output_path(args.ios_bench, args.force)
+            check_output_path(args.ios_bench, args.force, kind='dir')
         preprocessing = preprocessing_of(prepared.cfg)
         description = dict(model=f'{Path(args.config).stem}{part}', config=str(args.config),
                            weights=prepared.weights, arch=prepared.arch, task=prepared.task,
@@ -153,15 +152,9 @@ def run(args: argparse.Namespace) -> None:
         print(f'  {bench.command}')
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        run(args)
-    except DeployError as error:
-        print(f'error: {error}', file=sys.stderr)
-        return 2
-    return 0
+def main(argv: list[str] | None = None) -> None:
+    run(parse_args(argv))
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -17,15 +17,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a source checkout
 
-from mmengine.config import DictAction  # noqa: E402
-
-from repnext_mm.deploy.builder import RELATIVE_TOLERANCE  # noqa: E402
-from repnext_mm.deploy.errors import DeployError  # noqa: E402
-from repnext_mm.deploy.io import UNSAFE_FLAG  # noqa: E402
+from repnext_mm.cli import (ArgumentParser, add_cfg_options_argument,  # noqa: E402
+                            add_unsafe_unpickle_argument, run_cli)
+from repnext_mm.deploy.verify import RELATIVE_TOLERANCE  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+    parser = ArgumentParser(description=__doc__.split('\n\n')[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('config', help='config the checkpoint was trained with')
     parser.add_argument('checkpoint', help='training checkpoint (.pth)')
@@ -37,10 +35,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help='largest accepted relative output difference (default %(default)g)')
     parser.add_argument('--ema', action='store_true',
                         help="fuse the EMA weights ('ema_state_dict') instead of 'state_dict'")
-    parser.add_argument(UNSAFE_FLAG, dest='unsafe_full_unpickle', action='store_true',
-                        help='unpickle arbitrary objects in CHECKPOINT (trusted files only)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
-                        help='override config entries, as in tools/train.py')
+    add_unsafe_unpickle_argument(parser)
+    add_cfg_options_argument(parser)
     return parser.parse_args(argv)
 
 
@@ -48,24 +44,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from repnext_mm.deploy.reparameterize import reparameterize_checkpoint
 
-    try:
-        result = reparameterize_checkpoint(
-            args.config, args.checkpoint, args.out, force=args.force, shape=args.shape,
-            cfg_options=args.cfg_options, tolerance=args.tolerance, use_ema=args.ema,
-            unsafe_full_unpickle=args.unsafe_full_unpickle)
-    except DeployError as error:
-        print(f'error: {error}', file=sys.stderr)
-        return 2
+    result = reparameterize_checkpoint(
+        args.config, args.checkpoint, args.out, force=args.force, shape=args.shape,
+        cfg_options=args.cfg_options, tolerance=args.tolerance, use_ema=args.ema,
+        unsafe_full_unpickle=args.unsafe_full_unpickle)
     for note in result.notes:
         print(f'note: {note}')
     print(f'wrote {result.out} ({result.task}, arch {result.arch or "custom"}, fused: '
           f'{", ".join(result.fused_modules)})')
-    print('load it with:')
-    print(f'  --cfg-options {result.cfg_options_string}')
-    print(f'e.g. python tools/test.py {args.config} {args.out} --cfg-options '
-          f'{result.cfg_options_string}')
+    print(f'evaluate it with: python tools/test.py {args.config} {args.out}')
+    print(f'  (tools/test.py reads the fused structure from the checkpoint; elsewhere build it '
+          f'with --cfg-options {result.cfg_options_string})')
     return 0
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(run_cli(main))

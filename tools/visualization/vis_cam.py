@@ -33,22 +33,20 @@ both forms (backbone.stages.3, backbone.stages.2.blocks.8, ...); --list-layers p
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a source checkout
 
-from mmengine.config import DictAction  # noqa: E402
-
-from repnext_mm.deploy.errors import DeployError  # noqa: E402
-from repnext_mm.deploy.io import UNSAFE_FLAG  # noqa: E402
-from repnext_mm.visualization.cam import FEATURE_SCORES, METHODS, CAMResult  # noqa: E402
-
-IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
+from repnext_mm.cli import (ArgumentParser, add_cfg_options_argument,  # noqa: E402
+                            add_unsafe_unpickle_argument, run_cli)
+from repnext_mm.visualization.cam import (FEATURE_SCORES, IMAGE_SUFFIXES, METHODS,  # noqa: E402
+                                          CAMResult)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+    parser = ArgumentParser(description=__doc__.split('\n\n')[0],
                                      epilog='\n\n'.join(__doc__.split('\n\n')[1:]),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('config', help='mmpretrain, mmdet or mmseg config')
@@ -68,8 +66,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help='detectors, segmentors, backbones: score of the deepest backbone '
                              'output to explain (default energy = mean of squares)')
     parser.add_argument('--out', help='output image (.png/.jpg) for one input image, or a '
-                                      'folder (default: IMAGE_cam.png here for one image, '
-                                      'vis_cam/ for several)')
+                                      'folder: an existing one, a name without a suffix or one '
+                                      'ending in "/" (default: IMAGE_cam.png here for one '
+                                      'image, vis_cam/ for several)')
     parser.add_argument('--input-size', type=int, nargs=2, metavar=('H', 'W'),
                         help='model input size (default: see below)')
     parser.add_argument('--fuse', action='store_true',
@@ -83,10 +82,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--device', default='cpu', help='cpu or cuda[:N] (default cpu)')
     parser.add_argument('--list-layers', action='store_true',
                         help='print the valid target layer names of the model and exit')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
-                        help='override config entries, e.g. model.backbone.out_indices="(3,)"')
-    parser.add_argument(UNSAFE_FLAG, dest='unsafe_full_unpickle', action='store_true',
-                        help='unpickle arbitrary objects in CHECKPOINT (trusted files only)')
+    add_cfg_options_argument(parser)
+    add_unsafe_unpickle_argument(parser)
     return parser.parse_args(argv)
 
 
@@ -112,23 +109,35 @@ def collect_images(entries: list[str]) -> list[Path]:
 def output_paths(images: list[Path], out: str | None) -> list[Path]:
     """Where each overlay goes: ``--out`` itself for one image, else ``<folder>/<stem>_cam.png``.
 
-    Only checks the paths; the folder is created once the model has loaded, so a failed run
+    ``--out`` is a folder if it is an existing folder, ends in a path separator or has no
+    suffix; otherwise it is one image file, and its suffix must be an image format (so
+    ``--out x.txt`` is refused instead of becoming a folder named ``x.txt``). Only checks the
+    paths; the folder is created by the first overlay written, so a run that writes nothing
     leaves nothing behind.
     """
-    from repnext_mm.visualization.cam import CAMError
+    from repnext_mm.visualization.cam import CAMError, check_image_output
 
-    out_path = Path(out) if out else None
-    is_file = out_path is not None and out_path.suffix.lower() in IMAGE_SUFFIXES
-    if is_file:
-        if len(images) > 1:
-            raise CAMError(f'--out {out_path} is one image file but {len(images)} images were '
-                           'given; pass a folder to --out')
-        if not out_path.parent.is_dir():
-            raise CAMError(f'the folder of --out ({out_path.parent}) does not exist; create it')
-        return [out_path]
-    if out_path is None and len(images) == 1:
-        return [Path(f'{images[0].stem}_cam.png')]
-    folder = out_path or Path('vis_cam')
+    if out is None:
+        if len(images) == 1:
+            return [Path(f'{images[0].stem}_cam.png')]
+        folder = Path('vis_cam')
+    else:
+        out_path = Path(out)
+        is_folder = out_path.is_dir() or out.endswith(('/', os.sep)) or not out_path.suffix
+        if not is_folder:
+            if out_path.suffix.lower() not in IMAGE_SUFFIXES:
+                raise CAMError(f'--out {out} is neither an image file nor a folder: '
+                               f'{out_path.suffix!r} is not an image suffix. Pass an image name '
+                               f'({", ".join(IMAGE_SUFFIXES)}) for one image, or a folder (a name '
+                               'without a suffix, or ending in "/")')
+            if len(images) > 1:
+                raise CAMError(f'--out {out_path} is one image file but {len(images)} images were '
+                               'given; pass a folder to --out')
+            if not out_path.parent.is_dir():
+                raise CAMError(f'the folder of --out ({out_path.parent}) does not exist; create '
+                               'it')
+            return [check_image_output(out_path)]
+        folder = out_path
     if folder.exists() and not folder.is_dir():
         raise CAMError(f'--out {folder} exists and is not a folder')
     paths = [folder / f'{image.stem}_cam.png' for image in images]
@@ -152,9 +161,10 @@ def describe(result: CAMResult, image: Path, out: Path) -> str:
 
 
 def run(args: argparse.Namespace) -> list[str]:
-    from repnext_mm.visualization.cam import (CAMError, CAMVisualizer, all_layer_names,
-                                              cam_method_class, feature_layer_summary,
-                                              load_image, overlay, save_image)
+    from repnext_mm.visualization.cam import (CAMError, CAMVisualizer, UnreadableImageError,
+                                              all_layer_names, cam_method_class,
+                                              feature_layer_summary, load_image, overlay,
+                                              save_image)
 
     cam_method_class(args.method)  # unknown method / missing grad-cam: fail before model loading
     if not 0.0 <= args.image_weight <= 1.0:
@@ -181,38 +191,48 @@ def run(args: argparse.Namespace) -> list[str]:
         print('\n'.join(f'  {line}' for line in all_layer_names(visualizer.model)))
         return []
 
-    for folder in {out.parent for out in outs}:
-        folder.mkdir(parents=True, exist_ok=True)
     bar = None
     if len(images) > 1:
         from mmengine.utils import ProgressBar
         bar = ProgressBar(len(images))
-    lines = []
+    lines, skipped = [], []
     for image_path, out_path in zip(images, outs):
-        image = load_image(image_path)
-        result = visualizer.compute(image, args.target_layers, args.method, args.target_category,
-                                    feature_score=args.feature_score,
-                                    eigen_smooth=args.eigen_smooth, aug_smooth=args.aug_smooth)
-        save_image(overlay(image, result.cam, args.image_weight), out_path)
-        lines.append(describe(result, image_path, out_path))
+        try:
+            image = load_image(image_path)
+        except UnreadableImageError as error:
+            if len(images) == 1:
+                raise
+            # One bad file in a folder should not cost the maps of all the others.
+            skipped.append(error)
+        else:
+            result = visualizer.compute(image, args.target_layers, args.method,
+                                        args.target_category, feature_score=args.feature_score,
+                                        eigen_smooth=args.eigen_smooth,
+                                        aug_smooth=args.aug_smooth)
+            save_image(overlay(image, result.cam, args.image_weight), out_path)
+            lines.append(describe(result, image_path, out_path))
         if bar is not None:
             bar.update()
     if bar is not None:
         print()
+    if skipped and not lines:
+        first = skipped[0]
+        more = f' (and {len(skipped) - 1} more)' if len(skipped) > 1 else ''
+        raise CAMError(f'none of the {len(images)} images could be read: {first.path} '
+                       f'{first.reason}{more}; nothing was written')
     for line in lines:
         print(line)
+    for error in skipped:
+        print(f'warning: skipped {error.path}: it {error.reason}', file=sys.stderr)
+    if skipped:
+        print(f'warning: skipped {len(skipped)} of {len(images)} images; wrote the other '
+              f'{len(lines)}', file=sys.stderr)
     return lines
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        run(args)
-    except DeployError as error:  # CAMError is a DeployError
-        print(f'error: {error}', file=sys.stderr)
-        return 2
-    return 0
+def main(argv: list[str] | None = None) -> None:
+    run(parse_args(argv))
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(run_cli(main))

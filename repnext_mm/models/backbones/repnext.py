@@ -268,8 +268,9 @@ class CopyConv(nn.Module):
         self.medium.switch_to_deploy()
 
     @torch.no_grad()
-    def fold_affine(self, scale: Tensor, shift: Tensor) -> None:
-        """Folds a per-output-channel affine (a following eval BatchNorm) into both fused kernels."""
+    def fold_output_affine(self, scale: Tensor, shift: Tensor) -> None:
+        """Folds ``y * scale + shift`` on this module's output (a following eval BatchNorm) into
+        both fused kernels."""
         if not (self.small.deploy and self.medium.deploy):
             raise RuntimeError('call switch_to_deploy() before folding an affine into CopyConv')
         c = self.small.channels
@@ -297,8 +298,9 @@ class ChannelMixer(nn.Module):
         self.fc2.switch_to_deploy()
 
     @torch.no_grad()
-    def fold_preceding_affine(self, scale: Tensor, shift: Tensor) -> None:
-        """Folds a per-channel affine applied to this module's input into ``fc1``."""
+    def fold_input_affine(self, scale: Tensor, shift: Tensor) -> None:
+        """Folds ``x * scale + shift`` on this module's input (a preceding eval BatchNorm) into
+        ``fc1``."""
         if not self.fc1.deploy:
             raise RuntimeError('call switch_to_deploy() before folding an affine into ChannelMixer')
         conv = self.fc1.conv
@@ -334,7 +336,7 @@ class RepNeXtBlock(nn.Module):
             return
         self.token_mixer.switch_to_deploy()
         self.channel_mixer.switch_to_deploy()
-        self.channel_mixer.fold_preceding_affine(*bn_affine(self.norm))
+        self.channel_mixer.fold_input_affine(*bn_affine(self.norm))
         del self.norm
         self.deploy = True
 
@@ -366,7 +368,7 @@ class Downsample(nn.Module):
         if self.deploy:
             return
         self.token_mixer.switch_to_deploy()
-        self.token_mixer.fold_affine(*bn_affine(self.norm))
+        self.token_mixer.fold_output_affine(*bn_affine(self.norm))
         self.channel_mixer.switch_to_deploy()
         del self.norm
         self.deploy = True
@@ -458,6 +460,19 @@ class RepNeXt(BaseModule):
                                             srp_forward, deploy))
             in_width = width
         self._freeze_stages()
+
+    @classmethod
+    def arch_name(cls, widths: Sequence[int], depths: Sequence[int]) -> str | None:
+        """The :attr:`arch_settings` name (``'m0'`` ..) of these stage widths and depths.
+
+        Returns:
+            The name, or ``None`` when no standard arch has exactly these widths and depths.
+        """
+        wanted = (tuple(widths), tuple(depths))
+        for name, setting in cls.arch_settings.items():
+            if (tuple(setting['widths']), tuple(setting['depths'])) == wanted:
+                return name
+        return None
 
     @classmethod
     def parse_arch(cls, arch: str | dict) -> dict:

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from repnext_mm.registry import MODELS
 from ..heads.repnext_head import DISTILL_LABEL
-from ..utils.checkpoint import extract_state_dict
+from repnext_mm.utils.state_dict import extract_state_dict
 
 TEACHER = 'teacher'
 

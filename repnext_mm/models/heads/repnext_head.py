@@ -95,8 +95,13 @@ class RepNeXtClsHead(ClsHead):
         return losses
 
     @torch.no_grad()
-    def fuse(self) -> nn.Linear:
-        """Returns one Linear equal to the eval-mode head (mean of both fused heads)."""
+    def fused_linear(self) -> nn.Linear:
+        """Returns one Linear equal to the eval-mode head (mean of both fused heads).
+
+        Not named ``fuse``: timm's ``reparameterize_model`` replaces every child that has a
+        ``fuse()`` by its result, which would swap this head (pooling, loss, predict) for a bare
+        Linear; it calls :meth:`switch_to_deploy` instead.
+        """
         if self.deploy:
             return self.fc
         head, head_dist = self.head.fuse(), self.head_dist.fuse()
@@ -108,6 +113,6 @@ class RepNeXtClsHead(ClsHead):
         """Fuses in place (idempotent): ``head`` and ``head_dist`` become one Linear ``fc``."""
         if self.deploy:
             return
-        self.fc = self.fuse()
+        self.fc = self.fused_linear()
         del self.head, self.head_dist
         self.deploy = True

@@ -6,15 +6,7 @@ import logging
 from mmengine.runner.checkpoint import CheckpointLoader
 from torch import nn
 
-STATE_DICT_KEYS = ('state_dict', 'model', 'module')
-
-
-def extract_state_dict(checkpoint: dict) -> dict:
-    """Returns the weights of an MMEngine (``state_dict``) or timm/authors' (``model``) checkpoint."""
-    for key in STATE_DICT_KEYS:
-        if isinstance(checkpoint.get(key), dict):
-            return checkpoint[key]
-    return checkpoint
+from repnext_mm.utils.state_dict import StateDictMismatch, compare_state_dicts, extract_state_dict
 
 
 def load_pretrained(module: nn.Module, filename: str, prefix: str | None = None,
@@ -48,12 +40,11 @@ def load_pretrained(module: nn.Module, filename: str, prefix: str | None = None,
             "Set init_cfg=dict(type='Pretrained', checkpoint=..., prefix='backbone.') for an "
             'mmpretrain/mmdet/mmseg checkpoint, or convert the authors\' release with '
             'tools/deploy/convert_official.py first.')
-    wrong_shape = [f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}'
-                   for k, v in matched.items() if v.shape != own[k].shape]
+    wrong_shape = compare_state_dicts(own, matched).wrong_shape
     if wrong_shape:
         raise ValueError(f'{len(wrong_shape)} weights in {filename} have the wrong shape for this '
                          f'arch (was it trained with another arch or a deploy=True model?): '
-                         + '; '.join(wrong_shape[:5]))
+                         + StateDictMismatch(wrong_shape=wrong_shape).summary())
     module.load_state_dict(matched, strict=False)
     missing = [k for k in own if k not in matched and not k.endswith('num_batches_tracked')]
     if missing and logger is not None:

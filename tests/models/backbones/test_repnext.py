@@ -9,9 +9,10 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.flop_counter import FlopCounterMode
 
 from repnext_mm.models import RepNeXt
+from repnext_mm.models.backbones.repnext import ChannelMixer, CopyConv
 from tests.helpers import max_rel_error, randomize_norms
 
-ARCHS = ('m0', 'm1', 'm2', 'm3', 'm4', 'm5')
+ARCHS = tuple(RepNeXt.arch_settings)
 
 # reference-facts.md: authors' training-form backbone parameters (classifier minus two BN1d+Linear heads).
 BACKBONE_PARAMS = dict(m0=2_073_200, m1=4_551_780, m2=6_149_290, m3=7_438_512, m4=13_052_432,
@@ -101,7 +102,7 @@ def test_fusion_leaves_no_batchnorm_and_no_branches(trained_and_fused):
 
 def test_switched_state_dict_loads_strictly_into_deploy_model(trained_and_fused):
     model, fused = trained_and_fused
-    arch = next(a for a in ARCHS if RepNeXt.parse_arch(a) == model.arch)
+    arch = RepNeXt.arch_name(**model.arch)
     rebuilt = RepNeXt(arch, deploy=True).eval()
     rebuilt.load_state_dict(fused.state_dict(), strict=True)
     x = torch.randn(1, 3, 97, 129)
@@ -130,6 +131,41 @@ def test_module_level_switch_to_deploy_matches_whole_model_switch():
         block.switch_to_deploy()
         assert max_rel_error(block(x), expected) < 1e-5
         assert max_rel_error(whole.stages[1].blocks[0](x), expected) < 1e-5
+
+
+def _random_affine(channels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.rand(channels) + 0.5, torch.rand(channels) - 0.5
+
+
+def test_copy_conv_folds_the_affine_on_its_output():
+    copy_conv = CopyConv(8).eval()
+    copy_conv.switch_to_deploy()
+    scale, shift = _random_affine(16)
+    x = torch.randn(2, 8, 13, 10)
+    with torch.no_grad():
+        expected = copy_conv(x) * scale[:, None, None] + shift[:, None, None]
+        copy_conv.fold_output_affine(scale, shift)
+        assert max_rel_error(copy_conv(x), expected) < 1e-5
+
+
+def test_channel_mixer_folds_the_affine_on_its_input():
+    mixer = randomize_norms(ChannelMixer(8, mlp_ratio=2, norm_cfg=None, deploy=False)).eval()
+    mixer.switch_to_deploy()
+    scale, shift = _random_affine(8)
+    x = torch.randn(2, 8, 5, 7)
+    with torch.no_grad():
+        expected = mixer(x * scale[:, None, None] + shift[:, None, None])
+        mixer.fold_input_affine(scale, shift)
+        assert max_rel_error(mixer(x), expected) < 1e-5
+
+
+@pytest.mark.parametrize('build, fold, channels', [
+    (lambda: CopyConv(8), 'fold_output_affine', 16),
+    (lambda: ChannelMixer(8, 2, None, False), 'fold_input_affine', 8),
+], ids=['copy_conv', 'channel_mixer'])
+def test_folding_an_affine_needs_the_fused_form(build, fold, channels):
+    with pytest.raises(RuntimeError, match='switch_to_deploy'):
+        getattr(build(), fold)(*_random_affine(channels))
 
 
 # ----------------------------------------------------------------------------------- arguments
@@ -228,6 +264,29 @@ def test_syncbn_norm_cfg_builds_syncbn_and_fuses():
 def test_bad_arch_errors_name_the_problem(arch, message):
     with pytest.raises(ValueError, match=message):
         RepNeXt(arch)
+
+
+def test_reference_tables_cover_every_arch():
+    # A new entry in arch_settings must come with its reference sizes (CONTRIBUTING.md).
+    for table in (BACKBONE_PARAMS, AUTHORS_FUSED_CLASSIFIER_PARAMS, GMACS_224_WITH_HEAD,
+                  GMACS_512_BACKBONE):
+        assert set(table) == set(ARCHS)
+
+
+@pytest.mark.parametrize('arch', ARCHS)
+def test_arch_name_inverts_arch_settings(arch):
+    setting = RepNeXt.arch_settings[arch]
+    assert RepNeXt.arch_name(setting['widths'], setting['depths']) == arch
+    assert RepNeXt.arch_name(list(setting['widths']), list(setting['depths'])) == arch  # any sequence
+    assert RepNeXt.arch_name(**RepNeXt(arch, deploy=True).arch) == arch
+
+
+def test_arch_name_of_a_custom_arch_is_none():
+    m3 = RepNeXt.arch_settings['m3']
+    assert RepNeXt.arch_name(m3['widths'], (3, 3, 13, 3)) is None
+    assert RepNeXt.arch_name((8, 16, 32, 64), m3['depths']) is None
+    # M3 and M4 share widths: the depths decide.
+    assert RepNeXt.arch_name(m3['widths'], RepNeXt.arch_settings['m4']['depths']) == 'm4'
 
 
 def test_custom_arch_dict():

@@ -96,3 +96,28 @@ def test_deployed_head_refuses_training():
     head.switch_to_deploy()
     with pytest.raises(RuntimeError, match='fused'):
         head.loss((torch.randn(2, 8), ), _samples([0, 1], teacher=[1, 2]))
+
+
+def test_fused_linear_equals_the_head_and_leaves_it_unchanged():
+    head = randomize_norms(RepNeXtClsHead(num_classes=5, in_channels=8), seed=3).eval()
+    feats = (torch.randn(4, 8), )
+    with torch.no_grad():
+        linear = head.fused_linear()
+        torch.testing.assert_close(linear(feats[-1]), head(feats))
+    assert isinstance(linear, torch.nn.Linear) and not head.deploy
+    assert [name for name, _ in head.named_children()] == ['loss_module', 'head', 'head_dist']
+
+
+def test_timm_reparameterize_model_keeps_the_head_a_head():
+    # timm replaces each child that has fuse() by what it returns; the head must survive as a
+    # head (it pools, predicts and computes losses), switched to deploy in place.
+    from timm.utils.model import reparameterize_model
+
+    model = randomize_norms(build_classifier('m0', num_classes=10), seed=4).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = model(x, mode='tensor')
+        fused = reparameterize_model(model)
+        actual = fused(x, mode='tensor')
+    assert isinstance(fused.head, RepNeXtClsHead) and fused.head.deploy
+    assert max_rel_error(actual, expected) < 1e-4

@@ -9,12 +9,14 @@ import pytest
 
 pytest.importorskip('matplotlib', reason='matplotlib is not installed (tools/setup_env.sh)')
 
-from repnext_mm.deploy.benchmark_suite import write_rows  # noqa: E402
+from repnext_mm.benchmark.tables import write_rows  # noqa: E402
+from repnext_mm.models import RepNeXt  # noqa: E402
 from repnext_mm.visualization import latency_plot as lp  # noqa: E402
+from repnext_mm.cli import run_cli  # noqa: E402
 from tests.helpers import load_tool  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[3]
-ARCHS = ('m0', 'm1', 'm2', 'm3', 'm4', 'm5')
+ARCHS = tuple(RepNeXt.arch_settings)
 
 
 plot_latency = load_tool('tools/analysis/plot_latency.py')
@@ -47,7 +49,7 @@ def test_csv_and_json_from_the_benchmark_writer_give_png_and_svg(tmp_path, capsy
     csv_path = write_rows(benchmark_rows('torch'), tmp_path / 'bench.csv')
     json_path = write_rows(benchmark_rows('onnxruntime 1.20', scale=0.6), tmp_path / 'bench.json')
     png = tmp_path / 'latency.png'
-    assert plot_latency.main(['--benchmark', str(csv_path), str(json_path), '--out', str(png)]) == 0
+    assert run_cli(plot_latency.main, ['--benchmark', str(csv_path), str(json_path), '--out', str(png)]) == 0
     _assert_png(png)
     output = capsys.readouterr().out
     # One line per backend, through M1..M5 with the paper's distilled top-1; M0 left out.
@@ -58,7 +60,7 @@ def test_csv_and_json_from_the_benchmark_writer_give_png_and_svg(tmp_path, capsy
     assert 'unfused' not in output and '17.5 ms' not in output  # unfused rows are filtered out
 
     svg = tmp_path / 'latency.svg'
-    assert plot_latency.main(['--benchmark', str(csv_path), '--paper-latency', '--out', str(svg)]) == 0
+    assert run_cli(plot_latency.main, ['--benchmark', str(csv_path), '--paper-latency', '--out', str(svg)]) == 0
     text = svg.read_text(encoding='utf-8')
     assert text.lstrip().startswith('<?xml') and '<svg' in text
     for label in ('M1', 'M3', 'M5', 'RepNeXt, iPhone 12 (paper)', 'log scale'):
@@ -108,7 +110,7 @@ def test_zoo_accuracies_from_model_index(tmp_path):
 
     csv_path = write_rows(benchmark_rows(), tmp_path / 'bench.csv')
     out = tmp_path / 'zoo.png'
-    assert plot_latency.main(['--benchmark', str(csv_path), '--zoo', str(index), '--out', str(out)]) == 0
+    assert run_cli(plot_latency.main, ['--benchmark', str(csv_path), '--zoo', str(index), '--out', str(out)]) == 0
     _assert_png(out)
 
     index.write_text('Import:\n- configs/missing.yml\n')
@@ -126,7 +128,7 @@ def test_repository_model_index_has_the_paper_accuracies():
 
 def test_paper_figure_without_benchmark(tmp_path):
     out = tmp_path / 'figure1.png'
-    assert plot_latency.main(['--paper-latency', '--paper-baselines', '--out', str(out)]) == 0
+    assert run_cli(plot_latency.main, ['--paper-latency', '--paper-baselines', '--out', str(out)]) == 0
     _assert_png(out)
 
 
@@ -138,7 +140,7 @@ def _write_csv(path: Path, header: str, *lines: str) -> Path:
 def test_bad_inputs_give_clear_errors(tmp_path, capsys):
     out = str(tmp_path / 'x.png')
     no_latency = _write_csv(tmp_path / 'a.csv', 'arch,backend,form,input,mean', 'm1,torch,fused,224x224,3')
-    assert plot_latency.main(['--benchmark', str(no_latency), '--out', out]) == 2
+    assert run_cli(plot_latency.main, ['--benchmark', str(no_latency), '--out', out]) == 2
     error = capsys.readouterr().err
     assert error.startswith('error: ') and "'median_ms'" in error and "['arch', 'backend'" in error
 
@@ -148,30 +150,42 @@ def test_bad_inputs_give_clear_errors(tmp_path, capsys):
 
     only_m0 = _write_csv(tmp_path / 'c.csv', 'arch,backend,form,input,median_ms',
                          'm0,torch,fused,224x224,3')
-    assert plot_latency.main(['--benchmark', str(only_m0), '--out', out]) == 2
+    assert run_cli(plot_latency.main, ['--benchmark', str(only_m0), '--out', out]) == 2
     assert "none of the benchmark archs has a known top-1 accuracy (the benchmark holds ['m0']" \
         in capsys.readouterr().err
 
-    assert plot_latency.main(['--benchmark', str(only_m0), '--form', 'unfused', '--out', out]) == 2
+    assert run_cli(plot_latency.main, ['--benchmark', str(only_m0), '--form', 'unfused', '--out', out]) == 2
     assert "no benchmark row matches form='unfused'" in capsys.readouterr().err
 
     twice = _write_csv(tmp_path / 'd.csv', 'arch,backend,form,input,median_ms',
                        'm1,torch,fused,224x224,3', 'm1,torch,fused,224x224,4')
-    assert plot_latency.main(['--benchmark', str(twice), '--out', out]) == 2
+    assert run_cli(plot_latency.main, ['--benchmark', str(twice), '--out', out]) == 2
     assert 'M1 appears twice' in capsys.readouterr().err
 
     not_number = _write_csv(tmp_path / 'e.csv', 'arch,median_ms', 'm1,fast')
-    assert plot_latency.main(['--benchmark', str(not_number), '--out', out]) == 2
+    assert run_cli(plot_latency.main, ['--benchmark', str(not_number), '--out', out]) == 2
     assert "holds 'fast', not a number" in capsys.readouterr().err
 
-    assert plot_latency.main(['--benchmark', str(tmp_path / 'nope.json'), '--out', out]) == 2
+    assert run_cli(plot_latency.main, ['--benchmark', str(tmp_path / 'nope.json'), '--out', out]) == 2
     assert 'nope.json does not exist' in capsys.readouterr().err
     bad_json = tmp_path / 'f.json'
     bad_json.write_text('{"meta": {}}')
-    assert plot_latency.main(['--benchmark', str(bad_json), '--out', out]) == 2
+    assert run_cli(plot_latency.main, ['--benchmark', str(bad_json), '--out', out]) == 2
     assert 'holds no list of rows' in capsys.readouterr().err
-    assert plot_latency.main(['--paper-latency', '--out', str(tmp_path / 'x.jpg')]) == 2
+    assert run_cli(plot_latency.main, ['--paper-latency', '--out', str(tmp_path / 'x.jpg')]) == 2
     assert '--out must end in .png, .svg or .pdf' in capsys.readouterr().err
-    assert plot_latency.main(['--out', out]) == 2
+    assert run_cli(plot_latency.main, ['--out', out]) == 2
     assert 'nothing to plot' in capsys.readouterr().err
     assert not (tmp_path / 'x.png').exists()
+
+
+def test_paper_lines_read_the_papers_tables():
+    repnext = lp.paper_series()
+    assert [p.label for p in repnext.points] == ['M1', 'M2', 'M3', 'M4', 'M5']
+    assert (repnext.points[0].latency_ms, repnext.points[0].top1) == (0.86, 78.8)
+    assert lp.paper_series(lp.PAPER_TOP1_PLAIN).points[-1].top1 == 82.4
+    baselines = lp.paper_baseline_series()
+    assert [s.label for s in baselines] == [
+        f'{family}, iPhone 12 (paper)' for family in
+        ('RepViT', 'EfficientFormerV2', 'FastViT (256)', 'SwiftFormer', 'MobileViG')]
+    assert [(p.label, p.latency_ms, p.top1) for p in baselines[0].points][-1] == ('M2.3', 2.24, 83.3)

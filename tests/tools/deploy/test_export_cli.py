@@ -2,13 +2,15 @@
 import contextlib
 import io
 import json
+import os
 import platform
 import re
 
 import pytest
 
+from repnext_mm.cli import run_cli
 from tests.deploy.conftest import CONFIGS
-from .tool_runner import REPO, load_tool, run_tool
+from tests.helpers import REPO, load_tool, run_tool
 
 TOOL = 'tools/deploy/export.py'
 SEG_M4 = REPO / 'configs/mmseg/fpn_repnext_m4_8xb4-40k_ade20k-512x512.py'
@@ -23,7 +25,7 @@ def m4_coreml(tmp_path_factory):
     out = root / 'repnext_m4_backbone_512x512.mlpackage'
     stdout = io.StringIO()  # module scope: capsys is per test, so capture by hand
     with contextlib.redirect_stdout(stdout):
-        status = load_tool(TOOL).main([str(SEG_M4), '--format', 'coreml', '--backbone-only',
+        status = run_cli(load_tool(TOOL).main, [str(SEG_M4), '--format', 'coreml', '--backbone-only',
                                        '--shape', '512', '512', '--out', str(out),
                                        '--ios-bench', str(root / 'ios_bench')])
     return status, stdout.getvalue(), out, root
@@ -92,3 +94,22 @@ def test_detector_needs_backbone_only_and_ios_bench_needs_coreml(tmp_path, capsy
                                         '--ios-bench', tmp_path / 'bench'], capsys)
     assert status == 2 and '--ios-bench needs --format coreml' in stderr
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize('force', [False, True])
+def test_onnx_out_that_is_a_directory_is_refused(tmp_path, capsys, force):
+    out = tmp_path / 'cls.onnx'
+    (out / 'keep').mkdir(parents=True)
+    status, stdout, stderr = run_tool(
+        TOOL, [CONFIGS['classifier'], '--format', 'onnx', '--shape', 64, 64, '--out', out,
+               *(['--force'] if force else [])], capsys)
+    assert status == 2, stdout
+    errors = [line for line in stderr.splitlines() if line.startswith('error:')]
+    assert len(errors) == 1 and f'{out} is a directory; pass a file path' in errors[0]
+    # No traceback: main returned (in-process, an uncaught exception would fail the test)
+    # and its error line is the last word. ('Traceback' itself is not checked: MMEngine's
+    # logger may still hold the closed capture stream of an earlier test and then
+    # prints a '--- Logging error ---' traceback of its own.)
+    assert stderr.rstrip().splitlines()[-1] == errors[0]
+    assert 'IsADirectoryError' not in stderr and 'already exists' not in stderr
+    assert os.listdir(tmp_path) == ['cls.onnx'] and os.listdir(out) == ['keep']

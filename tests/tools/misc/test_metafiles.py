@@ -1,8 +1,10 @@
-"""model-index.yml and configs/*/metafile.yml: complete, pointing at real files, and true.
+"""model-index.yml and configs/*/metafile.yml: complete, pointing at real files, and true; and
+the command line of tools/misc/gen_metafiles.py.
 
-The expensive part of tools/misc/gen_metafiles.py (fused MAC counts of every model) is checked
-on the smallest config only; parameter counts are recomputed for every config (a build, no
-forward), so a config edit that changes the model without regenerating the metafiles fails here.
+The expensive part of the generator (fused MAC counts of every model) is checked on the
+smallest config only; parameter counts are recomputed for every config (a build, no forward), so
+a config edit that changes the model without regenerating the metafiles fails here. The
+generator's helpers are tested in tests/utils/test_metafiles.py.
 """
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from repnext_mm.cli import run_cli
+from repnext_mm.utils import metafiles
 from tests.helpers import load_tool
 
 REPO = Path(__file__).resolve().parents[3]
@@ -55,7 +59,7 @@ def test_index_imports_existing_metafiles():
 
 
 def test_every_config_is_listed_and_every_listed_config_exists():
-    configs = {p.relative_to(REPO).as_posix() for p in gen.config_files()}
+    configs = {p.relative_to(REPO).as_posix() for p in metafiles.config_files(REPO)}
     assert len(configs) >= 20  # the m0..m5 variants of three libraries at least
     unlisted = sorted(configs - set(MODELS))
     assert not unlisted, f'configs missing from the metafiles: {unlisted}; {REGENERATE}'
@@ -115,35 +119,18 @@ def test_complexity_matches_the_reference_model():
 
 @pytest.mark.parametrize('config', sorted(MODELS), ids=lambda c: Path(c).stem)
 def test_parameters_equal_a_fresh_count(config):
-    info = gen.read_config(REPO / config)
-    assert gen.count_parameters(info) == MODELS[config]['Metadata']['Parameters'], \
+    info = metafiles.read_config(REPO / config, REPO)
+    assert metafiles.count_parameters(info) == MODELS[config]['Metadata']['Parameters'], \
         f'{config} builds a different model than its metafile entry says; {REGENERATE}'
     assert f'{info.input_size[0]}x{info.input_size[1]}' == MODELS[config]['Metadata']['Input Size']
 
 
 def test_fused_figures_equal_a_fresh_measurement_for_the_smallest_config():
     config = 'configs/mmpretrain/repnext_m0_shapes.py'
-    measured = gen.measure(gen.read_config(REPO / config))
+    measured = metafiles.measure(metafiles.read_config(REPO / config, REPO))
     metadata = MODELS[config]['Metadata']
     assert (measured['params'], measured['fused_params'], measured['macs']) == (
         metadata['Parameters'], metadata['Fused Parameters'], metadata['FLOPs'])
-
-
-def test_generator_helpers(tmp_path, monkeypatch):
-    alias = tmp_path / 'alias.py'
-    alias.write_text("# comment\n_base_ = './mask_rcnn_repnext_m4_fpn_1x_coco.py'\n")
-    assert gen.alias_target(alias) == 'mask_rcnn_repnext_m4_fpn_1x_coco'
-    full = tmp_path / 'full.py'
-    full.write_text("_base_ = './x.py'\nmodel = dict(backbone=dict(arch='m3'))\n")
-    assert gen.alias_target(full) is None
-    monkeypatch.setattr(gen, 'ROOT', tmp_path)
-    assert gen.stale_files({'a.yml': 'x: 1\n'}) == ['a.yml']
-    (tmp_path / 'a.yml').write_text('x: 1\n')
-    assert gen.stale_files({'a.yml': 'x: 1\n'}) == []
-    (tmp_path / 'configs' / 'mmfoo').mkdir(parents=True)
-    (tmp_path / 'configs' / 'mmfoo' / 'x.py').write_text('')
-    with pytest.raises(gen.MetafileError, match='configs/mmfoo/ is not one of'):
-        gen.library_of(tmp_path / 'configs' / 'mmfoo' / 'x.py', root=tmp_path)
 
 
 def test_model_index_passes_modelindex_checks():
@@ -151,3 +138,26 @@ def test_model_index_passes_modelindex_checks():
     index = modelindex.load(str(INDEX))
     assert len(index.models) == len(MODELS)
     assert index.check(silent=True) == []
+
+
+def test_cli_check_reports_stale_files_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(gen, 'ROOT', tmp_path)
+    monkeypatch.setattr(metafiles, 'generate', lambda root, show_progress: {'a.yml': 'x: 1\n'})
+    assert run_cli(gen.main, ['--check', '--no-progress']) == 1
+    assert 'stale (rerun python tools/misc/gen_metafiles.py): a.yml' in capsys.readouterr().err
+    assert not (tmp_path / 'a.yml').exists()
+
+    assert run_cli(gen.main, ['--no-progress']) == 0
+    assert (tmp_path / 'a.yml').read_text() == 'x: 1\n'
+    assert 'wrote a.yml' in capsys.readouterr().out
+    assert run_cli(gen.main, ['--check', '--no-progress']) == 0
+    assert 'up to date' in capsys.readouterr().out
+
+
+def test_cli_reports_a_config_it_cannot_describe_in_one_line(monkeypatch, capsys):
+    def fail(root, show_progress):
+        raise metafiles.MetafileError('configs/mmfoo/ is not one of configs/{...}/')
+
+    monkeypatch.setattr(metafiles, 'generate', fail)
+    assert run_cli(gen.main, ['--no-progress']) == 2
+    assert capsys.readouterr().err == 'error: configs/mmfoo/ is not one of configs/{...}/\n'

@@ -12,9 +12,10 @@ import torch
 pytest.importorskip('pytorch_grad_cam', reason='grad-cam is not installed (tools/setup_env.sh)')
 cv2 = pytest.importorskip('cv2')
 
-from repnext_mm.deploy.builder import build_model, load_config  # noqa: E402
+from repnext_mm.apis.model import build_model, load_model_config  # noqa: E402
 from repnext_mm.models.backbones.repnext import RepNeXt  # noqa: E402
 from repnext_mm.visualization import cam as cam_lib  # noqa: E402
+from repnext_mm.cli import run_cli
 from tests.helpers import load_tool, randomize_norms  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[3]
@@ -45,7 +46,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
     runner-style checkpoint, and a test image."""
     root = tmp_path_factory.mktemp('vis_cam')
     torch.manual_seed(0)
-    model = randomize_norms(build_model(load_config(CONFIG)), seed=0)
+    model = randomize_norms(build_model(load_model_config(CONFIG)), seed=0)
     checkpoint = root / 'repnext_m0_shapes.pth'
     torch.save(dict(meta=dict(epoch=1), state_dict=model.state_dict()), checkpoint)
     return dict(checkpoint=checkpoint, image=_draw_image(root / 'shapes.png'), root=root)
@@ -57,7 +58,7 @@ def visualizer(files) -> cam_lib.CAMVisualizer:
 
 
 def _run_cli(files, out: Path, *extra: str) -> np.ndarray:
-    code = vis_cam.main([str(CONFIG), str(files['checkpoint']), str(files['image']),
+    code = run_cli(vis_cam.main, [str(CONFIG), str(files['checkpoint']), str(files['image']),
                          '--out', str(out), *extra])
     assert code == 0
     written = cv2.imread(str(out))
@@ -84,7 +85,7 @@ def test_cli_writes_overlay_of_image_size_and_layers_differ(files, tmp_path, cap
     (images / 'a.png').write_bytes(files['image'].read_bytes())
     _draw_image(images / 'b.png', seed=1)
     out = tmp_path / 'maps'
-    assert vis_cam.main([str(CONFIG), str(files['checkpoint']), str(images), '--out', str(out),
+    assert run_cli(vis_cam.main, [str(CONFIG), str(files['checkpoint']), str(images), '--out', str(out),
                          '--target-layers', 'backbone.stages.2']) == 0
     assert sorted(p.name for p in out.iterdir()) == ['a_cam.png', 'b_cam.png']
     third = cv2.imread(str(out / 'a_cam.png'))
@@ -179,16 +180,65 @@ def test_unknown_layer_lists_valid_names(visualizer, files):
 
 def test_cli_errors_are_one_line_with_exit_code_2(files, tmp_path, capsys):
     args = [str(CONFIG), str(files['checkpoint']), str(files['image']), '--out', str(tmp_path / 'x.png')]
-    assert vis_cam.main(args + ['--target-layers', 'backbone.nope']) == 2
+    assert run_cli(vis_cam.main, args + ['--target-layers', 'backbone.nope']) == 2
     assert 'error: target layer' in capsys.readouterr().err
-    assert vis_cam.main(args + ['--method', 'magiccam']) == 2
+    assert run_cli(vis_cam.main, args + ['--method', 'magiccam']) == 2
     assert 'unknown CAM method' in capsys.readouterr().err
     missing = [str(CONFIG), str(files['checkpoint']), str(tmp_path / 'missing.png')]
-    assert vis_cam.main(missing) == 2
+    assert run_cli(vis_cam.main, missing) == 2
     assert 'missing.png does not exist' in capsys.readouterr().err
-    assert vis_cam.main([str(CONFIG), str(tmp_path / 'no.pth'), str(files['image'])]) == 2
+    assert run_cli(vis_cam.main, [str(CONFIG), str(tmp_path / 'no.pth'), str(files['image'])]) == 2
     assert 'checkpoint' in capsys.readouterr().err
     assert not (tmp_path / 'x.png').exists()
+
+
+def test_out_with_a_non_image_suffix_is_refused_before_anything_runs(files, tmp_path, capsys):
+    out = tmp_path / 'x.txt'
+    # A missing checkpoint would be reported once the output is accepted: --out is checked first.
+    status = run_cli(vis_cam.main, [str(CONFIG), str(tmp_path / 'missing.pth'), str(files['image']),
+                           '--out', str(out)])
+    assert status == 2
+    err = capsys.readouterr().err
+    assert err.count('error:') == 1 and "'.txt' is not an image suffix" in err
+    assert 'checkpoint' not in err
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+    with pytest.raises(cam_lib.CAMError, match="OpenCV writes no '.txt' images"):
+        cam_lib.check_image_output(out)
+    with pytest.raises(cam_lib.CAMError, match='no suffix'):
+        cam_lib.save_image(np.zeros((4, 4, 3), np.uint8), tmp_path / 'x')
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_folder_run_skips_and_reports_undecodable_images(files, tmp_path, capsys):
+    images = tmp_path / 'images'
+    images.mkdir()
+    (images / 'a.png').write_bytes(files['image'].read_bytes())
+    (images / 'broken.png').write_bytes(b'not a png at all')
+    out = tmp_path / 'maps'
+    assert run_cli(vis_cam.main, [str(CONFIG), str(files['checkpoint']), str(images), '--out',
+                         str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ['a_cam.png']
+    captured = capsys.readouterr()
+    warnings = [line for line in captured.err.splitlines() if line.startswith('warning:')]
+    assert warnings == [f'warning: skipped {images / "broken.png"}: it cannot be decoded by '
+                        'OpenCV (not an image, or a damaged file)',
+                        'warning: skipped 1 of 2 images; wrote the other 1']
+    assert 'a_cam.png' in captured.out and 'broken' not in captured.out
+
+
+def test_folder_run_where_every_image_is_bad_is_an_error(files, tmp_path, capsys):
+    images = tmp_path / 'images'
+    images.mkdir()
+    for name in ('x.png', 'y.jpg'):
+        (images / name).write_bytes(b'\x00' * 16)
+    out = tmp_path / 'maps'
+    assert run_cli(vis_cam.main, [str(CONFIG), str(files['checkpoint']), str(images), '--out',
+                         str(out)]) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith('error:')]
+    assert len(errors) == 1 and 'none of the 2 images could be read' in errors[0]
+    assert '(and 1 more)' in errors[0] and 'Traceback' not in err
+    assert not out.exists()
 
 
 def test_input_size_helpers():
@@ -196,4 +246,4 @@ def test_input_size_helpers():
     assert cam_lib.dense_input_size((3000, 4000)) == (800, 1088)  # scale 800/3000 -> 800x1066.7
     assert cam_lib.dense_input_size((10, 10)) == (32, 32)
     assert cam_lib.dense_input_size((80, 97)) == (96, 128)
-    assert cam_lib.classifier_input_size(load_config(CONFIG)) == (64, 64)
+    assert cam_lib.classifier_input_size(load_model_config(CONFIG)) == (64, 64)

@@ -6,8 +6,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from tests.deploy.conftest import CONFIGS
-from .tool_runner import run_tool
+from tests.deploy.conftest import CONFIGS, trained_checkpoints  # noqa: F401  (a fixture)
+from tests.helpers import run_tool
 
 TOOL = 'tools/analysis/benchmark.py'
 DATA_ROOT = 'test_dataloader.dataset.data_root='

@@ -1,0 +1,16 @@
+"""Config + checkpoint -> checked inputs and a completely loaded model, for every tool.
+
+* :mod:`.config`: reading configs with every check that can run before anything is built;
+* :mod:`.inputs`: the data, annotation and pretrained files a run reads;
+* :mod:`.checkpoint`: reading checkpoint files safely and loading them strictly;
+* :mod:`.run`: training and testing from a config (``tools/train.py``, ``tools/test.py``).
+"""
+from .checkpoint import (StateDictMismatch, compare_state_dicts, extract_state_dict,
+                         fused_checkpoint_options, load_state_dict_checked, looks_fused,
+                         read_checkpoint, state_dict_of)
+from .config import load_config
+
+__all__ = [
+    'StateDictMismatch', 'compare_state_dicts', 'extract_state_dict', 'fused_checkpoint_options',
+    'load_config', 'load_state_dict_checked', 'looks_fused', 'read_checkpoint', 'state_dict_of',
+]

@@ -1,0 +1,182 @@
+"""Reading configs, with every check that can run before anything is built.
+
+One reader for every tool: a missing, unreadable or syntactically broken file, a ``--cfg-options``
+entry that does not apply, an unsupported ``default_scope``, an unknown RepNeXt arch and an
+argument a model part does not take are each an :class:`~repnext_mm.utils.errors.InputError`
+naming the fix, raised before a runner (and its dated work folder) exists.
+"""
+from __future__ import annotations
+
+import difflib
+import inspect
+import os
+import os.path as osp
+from typing import Any, Iterator, Mapping, Sequence
+
+from mmengine.config import Config, ConfigDict
+
+from repnext_mm.utils.errors import InputError
+
+SUPPORTED_SCOPES = ('mmdet', 'mmseg', 'mmpretrain')
+
+
+REPNEXT_TYPES = ('RepNeXt', 'repnext_mm.RepNeXt')
+
+
+def _read_config_file(path: str) -> Config:
+    try:
+        return Config.fromfile(path)
+    except SyntaxError as error:
+        # mmengine parses the text without a file name: '<unknown>' means this file.
+        filename = path if error.filename in (None, '<unknown>') else error.filename
+        where = f'{filename}, line {error.lineno}' if error.lineno else filename
+        raise InputError(f'config {where}: syntax error: {error.msg}; fix the file') from None
+    except Exception as error:  # mmengine raises many types for configs it cannot read
+        first = (str(error).strip().splitlines() or [''])[0]
+        raise InputError(f'cannot read config {path}: {type(error).__name__}: {first}') from None
+
+
+def lookup_key(node: Any, parts: Sequence[str]) -> Any:
+    """``node[parts[0]][parts[1]]...`` (list items by index), or ``None`` if a step is absent."""
+    for part in parts:
+        if isinstance(node, (Mapping, Config)):
+            node = node.get(part)
+        elif isinstance(node, (list, tuple)) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return None
+    return node
+
+
+def iter_config_dicts(node: Any, key: str) -> Iterator[tuple[str, dict]]:
+    """Yields ``(dotted key, dict)`` for every dict nested in ``node`` (itself included)."""
+    if isinstance(node, dict):
+        yield key, node
+        for name, value in node.items():
+            yield from iter_config_dicts(value, f'{key}.{name}')
+    elif isinstance(node, (list, tuple)):
+        for index, value in enumerate(node):
+            yield from iter_config_dicts(value, f'{key}.{index}')
+
+
+def expand_named_archs(cfg: Config, cfg_options: Mapping[str, Any]) -> None:
+    """Lets ``--cfg-options model.backbone.arch.depths=[...]`` edit a named RepNeXt arch.
+
+    The configs name their arch (``arch='m4'``); an option below ``arch`` would make MMEngine
+    merge a dict into that string and fail. The named arch is first replaced by its
+    ``dict(widths=..., depths=...)`` from ``RepNeXt.arch_settings``, which the option then edits.
+    """
+    from repnext_mm.models.backbones.repnext import RepNeXt
+
+    for key in cfg_options:
+        parts = key.split('.')
+        if 'arch' not in parts[:-1]:
+            continue
+        index = parts.index('arch')
+        backbone = lookup_key(cfg, parts[:index])
+        name = lookup_key(backbone, ['arch'])
+        if (isinstance(backbone, Mapping) and backbone.get('type') in REPNEXT_TYPES
+                and isinstance(name, str) and name in RepNeXt.arch_settings):
+            setting = RepNeXt.arch_settings[name]
+            backbone['arch'] = ConfigDict(widths=list(setting['widths']),
+                                          depths=list(setting['depths']))
+
+
+def load_config(path: str, cfg_options: dict | None = None) -> Config:
+    """Reads ``path``, applies ``--cfg-options`` and checks ``default_scope`` and the model.
+
+    Raises:
+        InputError: The file does not exist or cannot be read, an option does not apply, the
+            scope is not one the tools support, or a model part gets an argument it does not take.
+    """
+    if osp.isdir(path):
+        raise InputError(f'config {path!r} is a directory; pass a .py config file, e.g. '
+                         'configs/mmdet/mask_rcnn_repnext_m4_fpn_1x_coco.py')
+    if not osp.isfile(path):
+        raise InputError(f'config file {path!r} does not exist (relative to {os.getcwd()}); the '
+                         'configs are under configs/mmdet, configs/mmseg and configs/mmpretrain')
+    cfg = _read_config_file(path)
+    if cfg_options:
+        expand_named_archs(cfg, cfg_options)
+        try:
+            cfg.merge_from_dict(cfg_options)
+        except Exception as error:  # mmengine: TypeError / KeyError with its own wording
+            first = (str(error).strip().splitlines() or [''])[0]
+            raise InputError(f'--cfg-options {" ".join(f"{k}={v}" for k, v in cfg_options.items())}'
+                             f' does not apply to {path}: {first}') from None
+    scope = cfg.get('default_scope')
+    if scope not in SUPPORTED_SCOPES:
+        raise InputError(f'{path} sets default_scope={scope!r}; tools/train.py and tools/test.py '
+                         f'run configs whose default_scope is one of {SUPPORTED_SCOPES} (inherit '
+                         "that library's default_runtime base)")
+    check_repnext_archs(cfg)
+    check_model_arguments(cfg)
+    return cfg
+
+
+def set_work_dir(cfg: Config, config_path: str, work_dir: str | None) -> None:
+    """``--work-dir`` > the config's ``work_dir`` > ``./work_dirs/<config file name>``."""
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(config_path))[0])
+
+
+def check_repnext_archs(cfg: Config) -> None:
+    """Validates the ``arch`` of every RepNeXt in ``cfg.model`` before the model is built."""
+    from repnext_mm.models.backbones.repnext import RepNeXt
+
+    for key, node in iter_config_dicts(cfg.get('model'), 'model'):
+        if node.get('type') in REPNEXT_TYPES:
+            try:
+                RepNeXt.parse_arch(node.get('arch', 'm1'))
+            except ValueError as error:
+                raise InputError(f'{key}.arch: {error}') from None
+
+
+#: Libraries whose model classes are checked for unknown arguments (their ``__init__``s name
+#: every argument; torch / mmcv layers built from ``norm_cfg`` and the like take extra keys).
+CHECKED_LIBRARIES = ('repnext_mm', 'mmdet', 'mmseg', 'mmpretrain')
+
+
+def _registered_model_class(type_name: Any, scope: str) -> type | None:
+    from mmengine.registry import MODELS
+
+    if not isinstance(type_name, str):
+        return None
+    try:
+        # The scope's own registry (mmdet.registry.MODELS, ...), as MMEngine's build uses.
+        with MODELS.switch_scope_and_registry(scope) as registry:
+            cls = registry.get(type_name)
+    except Exception:  # an unknown scope prefix or type: the build reports it
+        return None
+    return cls if inspect.isclass(cls) else None
+
+
+def check_model_arguments(cfg: Config) -> None:
+    """Every model part gets only arguments its class takes (before any work folder exists).
+
+    Raises:
+        InputError: Names the part, the argument and the closest accepted one, e.g.
+            "model.backbone: RepNeXt has no argument 'archh'; did you mean 'arch'?".
+    """
+    from mmengine.registry import init_default_scope
+
+    import repnext_mm.models  # noqa: F401  (registers RepNeXt before the lookups)
+
+    scope = cfg.get('default_scope')
+    init_default_scope(scope)
+    for key, node in iter_config_dicts(cfg.get('model'), 'model'):
+        cls = _registered_model_class(node.get('type'), scope)
+        if cls is None or not cls.__module__.startswith(CHECKED_LIBRARIES):
+            continue
+        parameters = inspect.signature(cls.__init__).parameters
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+            continue
+        accepted = [name for name in parameters if name != 'self']
+        for name in node:
+            if name == 'type' or name in accepted or (name.startswith('_') and name.endswith('_')):
+                continue  # MMEngine's own keys (_scope_, _delete_) are not arguments
+            close = difflib.get_close_matches(name, accepted, n=1)
+            fix = f"did you mean '{close[0]}'?" if close else f'it takes {", ".join(accepted)}'
+            raise InputError(f"{key}: {cls.__name__} has no argument '{name}'; {fix}")

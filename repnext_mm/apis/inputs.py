@@ -1,0 +1,123 @@
+"""Checks of the files a run reads (data, annotations, pretrained weights), before it starts.
+
+Each missing path is an :class:`~repnext_mm.utils.errors.InputError` that names the config key,
+the path and how to get the data or point the config elsewhere.
+"""
+from __future__ import annotations
+
+import os
+import os.path as osp
+from typing import Any, Iterator, Sequence
+
+from mmengine.config import Config
+
+from repnext_mm.utils.errors import InputError
+from .config import iter_config_dicts
+
+SHAPES_HINT = 'generate it with `python tools/data/make_shapes.py` (writes data/shapes/)'
+
+
+DATASET_HINTS = {
+    'mmdet': 'put COCO 2017 there (annotations/instances_{train,val}2017.json, train2017/, '
+             'val2017/)',
+    'mmseg': 'put ADE20K there (ADEChallengeData2016: images/{training,validation}/, '
+             'annotations/{training,validation}/)',
+    'mmpretrain': 'put ImageNet-1K there (train/, val/, meta/{train,val}.txt)',
+}
+
+
+def is_local_path(path: str) -> bool:
+    return '://' not in path
+
+
+def check_pretrained_files(cfg: Config) -> None:
+    """Every local ``init_cfg=dict(type='Pretrained', checkpoint=...)`` in the model must exist.
+
+    Only training reads them (``init_weights``); testing a trained model never does.
+    """
+    for key, node in iter_config_dicts(cfg.get('model'), 'model'):
+        if node.get('type') != 'Pretrained' or not isinstance(node.get('checkpoint'), str):
+            continue
+        checkpoint = node['checkpoint']
+        if is_local_path(checkpoint) and not osp.isfile(checkpoint):
+            init_key = key if key.endswith('init_cfg') else key.rsplit('.', 1)[0]
+            raise InputError(
+                f'{key}.checkpoint: pretrained weights {checkpoint!r} do not exist (relative to '
+                f'{os.getcwd()}). Put an ImageNet-1K backbone checkpoint there (an mmpretrain '
+                'checkpoint, or the authors\' release converted with '
+                'tools/deploy/convert_official.py), point to one with '
+                f'--cfg-options {key}.checkpoint=PATH, or train from scratch with '
+                f'--cfg-options {init_key}=None')
+
+
+def _dataset_configs(node: Any, key: str) -> Iterator[tuple[str, dict]]:
+    """The leaf dataset dicts under a dataset config, through wrappers (Repeat, Concat, ...)."""
+    if isinstance(node, (list, tuple)):
+        for index, item in enumerate(node):
+            yield from _dataset_configs(item, f'{key}.{index}')
+    elif isinstance(node, dict):
+        if 'dataset' in node:
+            yield from _dataset_configs(node['dataset'], f'{key}.dataset')
+        elif 'datasets' in node:
+            yield from _dataset_configs(node['datasets'], f'{key}.datasets')
+        else:
+            yield key, node
+
+
+def _missing_data_error(cfg: Config, what: str, path: str, root_key: str) -> InputError:
+    hint = SHAPES_HINT if 'shapes' in path else DATASET_HINTS.get(cfg.get('default_scope'), '')
+    return InputError(f'{what} {path!r} does not exist (relative to {os.getcwd()}): {hint}, or '
+                     f'point the config elsewhere with --cfg-options {root_key}=DIR')
+
+
+def check_data(cfg: Config, splits: Sequence[str]) -> None:
+    """Checks the data folders and annotation files of the given splits before loading starts.
+
+    Args:
+        cfg: The config.
+        splits: Any of ``'train'``, ``'val'``, ``'test'``: the dataloaders and evaluators named
+            ``{split}_dataloader`` / ``{split}_evaluator`` to check.
+
+    Raises:
+        InputError: A data root, data prefix folder or annotation file is missing.
+    """
+    for split in splits:
+        loader = cfg.get(f'{split}_dataloader')
+        if not loader:
+            continue
+        for key, dataset in _dataset_configs(loader.get('dataset'), f'{split}_dataloader.dataset'):
+            if dataset.get('backend_args'):
+                continue  # remote storage: nothing to check locally
+            data_root = dataset.get('data_root') or ''
+            root_key = f'{key}.data_root'
+            if data_root and not osp.isdir(data_root):
+                raise _missing_data_error(cfg, f'data root of {key}', data_root, root_key)
+
+            def resolve(path: str) -> str:
+                return path if osp.isabs(path) else osp.join(data_root, path)
+
+            ann_file = dataset.get('ann_file')
+            if isinstance(ann_file, str) and ann_file and not osp.isfile(resolve(ann_file)):
+                raise _missing_data_error(cfg, f'annotation file of {key}', resolve(ann_file),
+                                          root_key)
+            prefixes = dataset.get('data_prefix') or {}
+            if isinstance(prefixes, str):
+                prefixes = dict(img=prefixes)
+            for name, prefix in prefixes.items():
+                if isinstance(prefix, str) and prefix and not osp.isdir(resolve(prefix)):
+                    raise _missing_data_error(cfg, f'{name} folder of {key}', resolve(prefix),
+                                              root_key)
+        evaluators = cfg.get(f'{split}_evaluator') or []
+        for index, evaluator in enumerate([evaluators] if isinstance(evaluators, dict) else
+                                          evaluators):
+            ann_file = evaluator.get('ann_file') if isinstance(evaluator, dict) else None
+            if (isinstance(ann_file, str) and is_local_path(ann_file) and not osp.isfile(ann_file)
+                    and not evaluator.get('backend_args')):
+                key = f'{split}_evaluator' + ('' if isinstance(evaluators, dict) else f'.{index}')
+                raise _missing_data_error(cfg, f'annotation file of {key}', ann_file,
+                                          f'{key}.ann_file')
+
+
+def check_checkpoint_file(path: str, what: str) -> None:
+    if is_local_path(path) and not osp.isfile(path):
+        raise InputError(f'{what} {path!r} does not exist (relative to {os.getcwd()})')

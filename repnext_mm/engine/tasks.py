@@ -1,0 +1,143 @@
+"""The few steps that differ between mmdet, mmseg and mmpretrain, chosen by ``default_scope``.
+
+How ``--show-dir`` switches on each library's visualization hook, how ``--out`` dumps
+predictions (and is checked before the run), and the dataloader defaults mmpretrain's own tools
+fill in.
+"""
+from __future__ import annotations
+
+import os.path as osp
+from typing import Any, Callable
+
+from mmengine.config import Config
+
+from repnext_mm.utils.errors import InputError
+
+SPLITS = ('train', 'val', 'test')
+
+
+def _mmdet_show_dir(cfg: Config, show_dir: str) -> None:
+    hook = _visualization_hook(cfg)
+    hook['draw'] = True
+    hook['test_out_dir'] = show_dir
+
+
+def _mmseg_show_dir(cfg: Config, show_dir: str) -> None:
+    hook = _visualization_hook(cfg)
+    hook['draw'] = True
+    hook['interval'] = 1
+    cfg.visualizer['save_dir'] = show_dir
+
+
+def _mmpretrain_show_dir(cfg: Config, show_dir: str) -> None:
+    hook = _visualization_hook(cfg)
+    hook['enable'] = True
+    hook['out_dir'] = show_dir
+    hook['interval'] = 1
+
+
+def _visualization_hook(cfg: Config) -> dict:
+    hook = (cfg.get('default_hooks') or {}).get('visualization')
+    if not isinstance(hook, dict):
+        raise InputError('--show-dir needs a visualization hook in default_hooks (inherit the '
+                        "library's default_runtime base)")
+    return hook
+
+
+def _check_pickle_out(out: str) -> None:
+    if osp.isdir(out):
+        raise InputError(f'--out {out!r} is a directory; predictions are dumped into one .pkl '
+                         'file: name a file, e.g. results.pkl')
+    if not out.endswith(('.pkl', '.pickle')):
+        raise InputError(f'--out {out!r}: predictions are dumped as a pickle; name a .pkl file')
+    parent = osp.dirname(out)
+    if parent and not osp.isdir(parent):
+        raise InputError(f'--out {out!r}: the folder {parent!r} does not exist; create it first')
+
+
+def _check_folder_out(out: str) -> None:
+    if osp.exists(out) and not osp.isdir(out):
+        raise InputError(f'--out {out!r} is a file; mmseg writes one label PNG per image into a '
+                         'folder: name a folder')
+
+
+def _dump_pickle(runner: Any, out: str, metric_type: Callable[..., Any]) -> None:
+    runner.test_evaluator.metrics.append(metric_type(out_file_path=out))
+
+
+def _mmdet_dump(runner: Any, out: str) -> None:
+    from mmdet.evaluation import DumpDetResults  # encodes masks as RLE before dumping
+
+    _dump_pickle(runner, out, DumpDetResults)
+
+
+def _mmpretrain_dump(runner: Any, out: str) -> None:
+    from mmengine.evaluator import DumpResults
+
+    _dump_pickle(runner, out, DumpResults)
+
+
+def _mmseg_out_to_config(cfg: Config, out: str) -> None:
+    # mmseg's IoUMetric writes one label PNG per image into output_dir.
+    if isinstance(cfg.test_evaluator, dict):
+        cfg.test_evaluator['output_dir'] = out
+        cfg.test_evaluator['keep_results'] = True
+    else:
+        raise InputError('--out for mmseg needs a single test_evaluator (IoUMetric)')
+
+
+def _mmpretrain_dataloader_defaults(cfg: Config) -> None:
+    # mmpretrain's own tools fill these in; its configs rely on default_collate.
+    import torch
+
+    for split in SPLITS:
+        loader = cfg.get(f'{split}_dataloader')
+        if not loader:
+            continue
+        loader.setdefault('collate_fn', dict(type='default_collate'))
+        loader.setdefault('pin_memory', torch.cuda.is_available())
+        loader.setdefault('persistent_workers', loader.get('num_workers', 0) > 0)
+
+
+class TaskAdapter:
+    """The library-specific steps of one ``default_scope``."""
+
+    def __init__(self, show_dir: Callable[[Config, str], None],
+                 check_out: Callable[[str], None],
+                 out_to_config: Callable[[Config, str], None] | None = None,
+                 out_to_runner: Callable[[Any, str], None] | None = None,
+                 dataloader_defaults: Callable[[Config], None] | None = None) -> None:
+        self.show_dir = show_dir
+        self.check_out = check_out
+        self.out_to_config = out_to_config
+        self.out_to_runner = out_to_runner
+        self.dataloader_defaults = dataloader_defaults or (lambda cfg: None)
+
+
+TASK_ADAPTERS = {
+    'mmdet': TaskAdapter(_mmdet_show_dir, _check_pickle_out, out_to_runner=_mmdet_dump),
+    'mmseg': TaskAdapter(_mmseg_show_dir, _check_folder_out, out_to_config=_mmseg_out_to_config),
+    'mmpretrain': TaskAdapter(_mmpretrain_show_dir, _check_pickle_out,
+                              out_to_runner=_mmpretrain_dump,
+                              dataloader_defaults=_mmpretrain_dataloader_defaults),
+}
+
+
+def enable_amp(cfg: Config) -> None:
+    import torch
+
+    if not torch.cuda.is_available():
+        raise InputError('--amp needs a CUDA device: MMEngine\'s AmpOptimWrapper does not run on '
+                        'CPU; drop --amp')
+    if cfg.optim_wrapper.get('type') == 'AmpOptimWrapper':
+        return
+    cfg.optim_wrapper.type = 'AmpOptimWrapper'
+    cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+
+
+def enable_auto_scale_lr(cfg: Config) -> None:
+    auto_scale_lr = cfg.get('auto_scale_lr')
+    if not isinstance(auto_scale_lr, dict) or 'base_batch_size' not in auto_scale_lr:
+        raise InputError('--auto-scale-lr needs auto_scale_lr=dict(base_batch_size=N) in the config '
+                        '(N: the total batch size its lr was set for)')
+    auto_scale_lr['enable'] = True

@@ -1,0 +1,264 @@
+"""Outputs that are either complete or absent: atomic writes of files and directories.
+
+Every output (checkpoint, exported model, report, image, ``.mlpackage`` directory) is first
+written under a temporary name beside its destination and then renamed over it with
+``os.replace``, which is atomic within one file system: a reader, or a later ``--resume``, sees
+the previous output or the whole new one, never a part.
+
+Temporary names follow one scheme, ``.{name}.{8 hex digits}.tmp{suffix}`` (``suffix`` is the
+destination's own, e.g. ``.epoch_3.pth.1f0c9a2e.tmp.pth``):
+
+* hidden (leading dot), so ``glob.glob('*.pth')``, shell globs and
+  :func:`repnext_mm.engine.resume.latest_checkpoint` skip it, and MMEngine's checkpoint discovery
+  (which reads ``last_checkpoint``) never names it;
+* in the destination's directory, so the rename never crosses a file system;
+* ending in the destination's suffix, because some writers choose the format by it (coremltools
+  only saves an ML program to a ``.mlpackage`` path);
+* recognisable per destination: a process killed during a write (SIGKILL, power loss) leaves its
+  temporary behind, and the next successful write of the same destination removes it
+  (:func:`remove_stale_temporaries`).
+
+Files are created with ``open()``, so they get the usual mode (``0o666`` minus the umask), not the
+``0o600`` of :func:`tempfile.mkstemp`. Bytes written by this module are fsynced before the rename.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import secrets
+import shutil
+import time
+from pathlib import Path
+from typing import Any, BinaryIO, Callable, Literal
+
+from repnext_mm.utils.errors import InputError
+
+#: A temporary of the destination untouched for this long belongs to a writer that died; a
+#: younger one may be another process writing the same destination right now, so it is kept.
+#: A live writer modifies its temporary as it writes; its longest quiet phase here (the ONNX
+#: parity check between writing the file and renaming it) takes seconds. Should a writer still
+#: lose its temporary, its rename fails with FileNotFoundError: an error, never a bad output.
+STALE_TEMPORARY_AGE_S = 60.0
+
+OutputKind = Literal['file', 'dir']
+
+
+def temporary_path(path: str | os.PathLike) -> Path:
+    """A fresh temporary sibling of ``path``: ``.{name}.{8 hex}.tmp{suffix}`` (see module doc)."""
+    path = Path(path)
+    return path.parent / f'.{path.name}.{secrets.token_hex(4)}.tmp{path.suffix}'
+
+
+def _temporary_name_pattern(path: Path) -> re.Pattern[str]:
+    # Matches exactly the names temporary_path(path) produces, and no other destination's.
+    return re.compile(rf'\.{re.escape(path.name)}\.[0-9a-f]{{8}}\.tmp{re.escape(path.suffix)}')
+
+
+def _last_modified(path: Path) -> float:
+    """Newest mtime in ``path`` (a directory's own mtime misses writes into its subfolders)."""
+    newest = path.lstat().st_mtime
+    if path.is_dir() and not path.is_symlink():
+        for root, dirs, files in os.walk(path):
+            for name in dirs + files:
+                newest = max(newest, os.lstat(os.path.join(root, name)).st_mtime)
+    return newest
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+
+
+def remove_stale_temporaries(path: str | os.PathLike,
+                             min_age_s: float = STALE_TEMPORARY_AGE_S) -> list[Path]:
+    """Removes temporaries of ``path`` (files or directories) left by interrupted writes.
+
+    Only names of ``path``'s own scheme are touched, never another destination's temporaries.
+    A temporary modified less than ``min_age_s`` seconds ago is kept: it may belong to another
+    process writing the same destination now (deleting it would fail that write). Errors are
+    ignored, since cleaning up must never fail the write that triggered it.
+
+    Returns:
+        The temporaries that were removed.
+    """
+    path = Path(path)
+    pattern = _temporary_name_pattern(path)
+    prefix = f'.{path.name}.'
+    removed = []
+    try:
+        # Runs after every write, so it must stay cheap in folders of many files (a data set):
+        # os.listdir and a prefix test are C-speed; the pattern only sees the few candidates.
+        names = [name for name in os.listdir(path.parent)
+                 if name.startswith(prefix) and pattern.fullmatch(name)]
+    except OSError:
+        return removed
+    now = time.time()
+    for candidate in (path.parent / name for name in names):
+        try:
+            if now - _last_modified(candidate) >= min_age_s:
+                _remove(candidate)
+                removed.append(candidate)
+        except OSError:  # vanished meanwhile (another cleaner), or not ours to delete
+            continue
+    return removed
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """Calls ``write(tmp)`` and moves what it wrote to ``path`` only if it returned normally.
+
+    Missing parent directories of ``path`` are created. If ``write`` raises (also
+    ``KeyboardInterrupt``), the temporary is removed and ``path`` keeps its previous content.
+    After a successful write, stale temporaries of ``path`` are removed
+    (:func:`remove_stale_temporaries`).
+
+    Args:
+        path: Final destination: a file, or a directory such as an ``.mlpackage``.
+        write: Writes the complete output (a file or a directory) at the path it is given;
+            that path does not exist yet and has ``path``'s suffix.
+
+    Returns:
+        ``path`` as a :class:`Path`.
+
+    Raises:
+        IsADirectoryError: ``write`` made a file but ``path`` is a directory.
+        NotADirectoryError: ``write`` made a directory but ``path`` is a file.
+        (:func:`check_output_path` reports both as an :class:`InputError` before any work.)
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_path(path)
+    try:
+        write(tmp)
+        if not (tmp.exists() or tmp.is_symlink()):
+            raise FileNotFoundError(f'the writer of {path} returned without creating {tmp}')
+        if tmp.is_dir():
+            _replace_directory(tmp, path)
+        elif path.is_dir():
+            raise IsADirectoryError(f'{path} is a directory; a file cannot replace it')
+        else:
+            os.replace(tmp, path)
+    finally:
+        if tmp.exists() or tmp.is_symlink():  # the write failed: leave no temporary behind
+            with contextlib.suppress(OSError):  # keep the write's own exception
+                _remove(tmp)
+    remove_stale_temporaries(path)
+    return path
+
+
+def _replace_directory(src: Path, dst: Path) -> None:
+    """Moves directory ``src`` to ``dst``, replacing an existing directory ``dst``.
+
+    ``os.replace`` cannot replace a non-empty directory, so the old one is first renamed aside
+    (under a temporary name of ``dst``, so a run killed in between leaves a temporary the next
+    write removes); between the two renames ``dst`` is briefly absent, never partial.
+    """
+    if not dst.exists():
+        os.replace(src, dst)
+        return
+    if not dst.is_dir():
+        raise NotADirectoryError(f'{dst} is a file; a directory output does not replace it')
+    old = temporary_path(dst)
+    os.replace(dst, old)
+    try:
+        os.replace(src, dst)
+    except OSError:
+        os.replace(old, dst)  # put the previous output back
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_durably(fill: Callable[[BinaryIO], None], fsync: bool = True
+                   ) -> Callable[[Path], None]:
+    """An :func:`atomic_write` callback that creates the file, fills it and fsyncs it."""
+    def write(tmp: Path) -> None:
+        # open() rather than mkstemp: the file gets the umask's mode, like any other output.
+        with open(tmp, 'xb') as file:
+            fill(file)
+            file.flush()
+            if fsync:
+                os.fsync(file.fileno())  # on disk before the rename makes it visible
+    return write
+
+
+def atomic_write_bytes(data: bytes, path: str | os.PathLike, fsync: bool = True) -> Path:
+    """Writes ``data`` to ``path`` atomically (checkpoints, encoded images).
+
+    Args:
+        data: The bytes.
+        path: Destination.
+        fsync: Flush the bytes to disk before the rename, so a power loss cannot leave an empty
+            file under the final name. ``False`` for many small files that can be regenerated
+            (a data set): the rename still makes each file appear whole to other processes.
+    """
+    return atomic_write(path, _write_durably(lambda file: file.write(data), fsync))
+
+
+def atomic_write_text(text: str, path: str | os.PathLike) -> Path:
+    """Writes ``text`` (UTF-8) to ``path`` atomically."""
+    return atomic_write_bytes(text.encode('utf-8'), path)
+
+
+def atomic_write_json(obj: Any, path: str | os.PathLike, **dump_options: Any) -> Path:
+    """Writes ``obj`` as JSON plus a final newline to ``path`` atomically.
+
+    Args:
+        obj: A JSON-serialisable object.
+        path: Destination file.
+        **dump_options: Passed to :func:`json.dumps`; the default is ``indent=2``.
+    """
+    text = json.dumps(obj, **{'indent': 2, **dump_options})
+    return atomic_write_text(text + '\n', path)
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save(obj)`` to ``path`` atomically, fsynced."""
+    import torch  # here, so that writing plain files does not import torch
+
+    return atomic_write(path, _write_durably(lambda file: torch.save(obj, file)))
+
+
+def check_output_path(path: str | os.PathLike, force: bool, flag: str = '--force',
+                      kind: OutputKind = 'file') -> Path:
+    """Fails early, before any work, if the output cannot or must not be written to ``path``.
+
+    Args:
+        path: The output path.
+        force: Whether overwriting an existing output of the same kind was asked for.
+        flag: The option that sets ``force``, named in the message.
+        kind: ``'file'`` for a file output, ``'dir'`` for a directory output (``.mlpackage``,
+            a generated package). An output never replaces an existing path of the other
+            kind, even with ``force``.
+
+    Returns:
+        ``path`` as a :class:`Path`.
+
+    Raises:
+        InputError: ``path`` exists as the other kind, exists and ``force`` is false, or its
+            parent directory does not exist.
+    """
+    if kind not in ('file', 'dir'):
+        raise ValueError(f"kind must be 'file' or 'dir', got {kind!r}")
+    path = Path(path)
+    if kind == 'file' and path.is_dir():
+        raise InputError(f'{path} is a directory; pass a file path for this output (e.g. a new '
+                         f'file name inside it; {flag} does not replace a directory with a file). '
+                         'Nothing was written.')
+    if kind == 'dir' and path.exists() and not path.is_dir():
+        raise InputError(f'{path} is a file, but this output is a directory; pass a path that '
+                         f'does not exist or remove the file ({flag} does not replace a file '
+                         'with a directory). Nothing was written.')
+    if path.exists() and not force:
+        raise InputError(f'{path} already exists; pass {flag} to overwrite it, or choose another '
+                         'output path. Nothing was written.')
+    parent = path.parent
+    if parent.exists() and not parent.is_dir():
+        raise InputError(f'the output directory {parent} is a file; choose an output path in a '
+                         'directory. Nothing was written.')
+    if not parent.is_dir():
+        raise InputError(f'the output directory {parent} does not exist; create it first. '
+                         'Nothing was written.')
+    return path

@@ -1,0 +1,48 @@
+"""The speed report's sections on a tiny backbone: tables, paired summaries, settings errors."""
+import pytest
+import torch
+
+from repnext_mm.benchmark import fused, speed
+from repnext_mm.benchmark.speed import SpeedSettings, fused_arch, train_arch
+from repnext_mm.utils.errors import InputError
+
+TINY = dict(widths=[8, 16, 32, 64], depths=[1, 1, 1, 1])
+# Fake peak memory per form (bytes): merged and the bound below the literal branches.
+PEAKS = {'merged': 3 * 2**20, 'branches': 4 * 2**20, 'srp-free': 3 * 2**20}
+
+
+def test_training_section_prints_every_form_and_the_paired_ratios(monkeypatch, capsys):
+    monkeypatch.setattr(speed, 'measure_training_memory',
+                        lambda case, threads: [PEAKS[case.form]])
+    summary = train_arch(TINY, repeats=2, device='cpu', threads=1,
+                         layouts=['nchw', 'channels_last'], batch_size=2, image_size=32,
+                         progress=False)
+    out = capsys.readouterr().out
+    rows = [line.split()[0] for line in out.splitlines() if line.startswith('  srp_forward=')
+            or line.startswith('  SRP-free bound ')]
+    assert rows == ["srp_forward='merged'", "srp_forward='branches'", 'SRP-free'] * 2
+    assert 'nchw: merged is' in out and 'memory merged / branches 0.75' in out
+    assert 'merged + channels_last vs literal branches in NCHW' in out
+    assert len(summary['times_s']) == 6 and all(len(v) == 2 for v in summary['times_s'].values())
+    assert summary['nchw']['memory_ratio'] == pytest.approx(0.75)
+    assert summary['nchw']['speedup'] > 0 and 'channels_last_gain_merged' in summary
+
+
+def test_fused_section_times_every_variant_against_the_floor(monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(fused.GEMM_SIZE, 'cpu', 128)  # a small matmul is enough here
+    summary = fused_arch(TINY, repeats=2, device='cpu', threads=1, use_compile=False,
+                         workdir=tmp_path, size=32, progress=False)
+    out = capsys.readouterr().out
+    assert 'BatchNorms: unfused' in out and 'partial 7, full 0' in out
+    assert out.count('  <- best') == 1 and 'same runtime: full vs partial fusion' in out
+    assert 'GEMM' not in summary['times_s'] and summary['best'].startswith('full fusion')
+    assert summary['floor_s'] > 0 and 'ort_full_vs_ort_partial' in summary
+
+
+def test_settings_refuse_what_this_machine_cannot_run(monkeypatch):
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    with pytest.raises(InputError, match='--device cuda: no usable GPU'):
+        SpeedSettings(device='cuda').resolved_sections()
+    with pytest.raises(InputError, match='gpu section needs --device cuda'):
+        SpeedSettings(sections=['gpu']).resolved_sections()
+    assert SpeedSettings().resolved_sections() == ['train', 'fused']
