@@ -194,5 +194,5 @@ def load_state_dict_checked(model: nn.Module, state_dict: Mapping[str, Tensor], 
                           strict=not allowed)
     if allowed and log is not None:
         log(f'partial load of {source} (allowed for {", ".join(map(repr, allow_mismatch))}): '
-            f'{allowed.summary()}; those entries keep their initialization')
+            f'{allowed.summary(limit=None)}; those entries keep their initialization')
     return allowed

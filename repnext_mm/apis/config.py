@@ -160,12 +160,11 @@ def check_model_arguments(cfg: Config) -> None:
         InputError: Names the part, the argument and the closest accepted one, e.g.
             "model.backbone: RepNeXt has no argument 'archh'; did you mean 'arch'?".
     """
-    from mmengine.registry import init_default_scope
-
     import repnext_mm.models  # noqa: F401  (registers RepNeXt before the lookups)
 
+    # No init_default_scope: it would change the process-wide scope (and log about it) as a
+    # side effect of a check; each lookup switches to the scope's registry by itself.
     scope = cfg.get('default_scope')
-    init_default_scope(scope)
     for key, node in iter_config_dicts(cfg.get('model'), 'model'):
         cls = _registered_model_class(node.get('type'), scope)
         if cls is None or not cls.__module__.startswith(CHECKED_LIBRARIES):

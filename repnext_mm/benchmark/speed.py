@@ -7,6 +7,9 @@ Sections (each prints a table and returns its samples and summary for the JSON r
 (b) :func:`section_fused`: the fused backbone's forward on several runtimes vs the authors'
     partial fusion, the unfused form and the compute floor (:mod:`.fused`).
 (c) :func:`section_gpu`: throughput with the paper's GPU protocol (:mod:`.gpu`).
+(d) :func:`section_with_cp`: the training step with and without activation checkpointing
+    (``RepNeXt(with_cp=True)``) at a detection and a classification input shape; peak-memory and
+    time ratios. Only on request (``sections``): at 800x1333 a step takes long on a CPU.
 
 All variants of a table run round-robin (:func:`~.timing.round_robin`); each row reports the
 median and each ratio is the median of the per-round ratios.
@@ -34,11 +37,14 @@ from .gpu import cuda_throughput
 from .runtimes import choose_threads, describe_cpu
 from .timing import paired_ratio, round_robin, spread_ms
 from .training import (LAYOUTS, MEMORY_METHOD, TRAIN_BATCH, TRAIN_FORMS, TRAIN_SIZE,
-                       TrainingCase, cuda_training_memory, measure_training_memory, training_step)
+                       TrainingCase, cuda_training_memory, image_hw, measure_training_memory,
+                       training_step)
 
 GPU_SIZE = 224
-SECTIONS = ('train', 'fused', 'gpu')
-Key = tuple[str, str]  # (form, layout)
+# (d): mmdet's per-GPU batch at its 1333x800 scale (unpadded), and the classification batch of (a).
+CP_SHAPES = ((2, (800, 1333)), (TRAIN_BATCH, TRAIN_SIZE))
+SECTIONS = ('train', 'fused', 'gpu', 'with_cp')
+Key = tuple[str, str]  # (form, layout) in (a); (form, str(with_cp)) in (d)
 
 
 def _synchronizer(device: str) -> Callable[[], None] | None:
@@ -70,41 +76,71 @@ def print_machine(info: dict) -> None:
 # --------------------------------------------------------------------------------------------
 # (a) training step
 # --------------------------------------------------------------------------------------------
-def _training_models(arch: str | dict, layouts: list[str], device: str,
-                     case_options: dict) -> tuple[dict[Key, nn.Module], dict[str, Tensor]]:
-    """Every form in every layout, the trainable forms with identical weights."""
+def _training_models(cases: dict[Key, TrainingCase], device: str
+                     ) -> tuple[dict[Key, nn.Module], dict[Key, Tensor]]:
+    """Every case's model, the trainable forms with identical weights, and its input batch (one
+    batch per layout, shared by the cases in it)."""
     torch.manual_seed(0)
-    reference = RepNeXt(arch).state_dict()
-    models, inputs = {}, {}
-    for layout in layouts:
-        for form in TRAIN_FORMS:
-            case = TrainingCase(arch, form, layout, **case_options)
-            inputs[layout] = case.inputs(device)
-            model = case.build_model(device)
-            if form != 'srp-free':
-                model.load_state_dict(reference, strict=True)
-            models[form, layout] = model
+    reference = RepNeXt(next(iter(cases.values())).arch).state_dict()
+    models, inputs, batches = {}, {}, {}
+    for key, case in cases.items():
+        if case.layout not in batches:
+            batches[case.layout] = case.inputs(device)
+        inputs[key] = batches[case.layout]
+        models[key] = case.build_model(device)
+        if case.form != 'srp-free':
+            models[key].load_state_dict(reference, strict=True)
     return models, inputs
 
 
-def _training_memory(arch: str | dict, models: dict[Key, nn.Module], inputs: dict[str, Tensor],
-                     device: str, threads: int, case_options: dict) -> dict[Key, list | None]:
+def _training_memory(cases: dict[Key, TrainingCase], models: dict[Key, nn.Module],
+                     inputs: dict[Key, Tensor], device: str, threads: int
+                     ) -> dict[Key, list | None]:
     if device == 'cuda':
-        return {key: [cuda_training_memory(model, inputs[key[1]])] for key, model in models.items()}
-    return {(form, layout): measure_training_memory(TrainingCase(arch, form, layout,
-                                                                 **case_options), threads)
-            for form, layout in models}
+        return {key: [cuda_training_memory(models[key], inputs[key])] for key in cases}
+    return {key: measure_training_memory(case, threads) for key, case in cases.items()}
 
 
-def _print_training_table(arch_label: str, times: dict[Key, list[float]],
-                          peaks: dict[Key, float | None]) -> None:
-    print(f'\n  {arch_label} (load average now {_load_average():.2f})')
-    print(f'  {"form":34s} {"layout":14s} {"median s":>9s} {"range ms":>13s} {"peak MiB":>9s}')
-    for (form, layout), samples in times.items():
-        peak = peaks[form, layout]
+def _measure_training_steps(cases: dict[Key, TrainingCase], repeats: int, device: str,
+                            threads: int, progress: bool, label: str
+                            ) -> tuple[dict[Key, list[float]], dict[Key, list | None]]:
+    """Times every case's training step round-robin, then measures each one's peak memory.
+
+    Returns:
+        ``(times, memory)``: per-round seconds and the measured peaks (``None``: unavailable).
+    """
+    models, inputs = _training_models(cases, device)
+    steps = {key: (lambda m=model, x=inputs[key]: training_step(m, x))
+             for key, model in models.items()}
+    times = round_robin(steps, warmup=1, runs=repeats, synchronize=_synchronizer(device),
+                        progress=progress, label=label)
+    memory = _training_memory(cases, models, inputs, device, threads)
+    del models, steps, inputs
+    gc.collect()
+    return times, memory
+
+
+def _median_peaks(memory: dict[Key, list | None]) -> dict[Key, float | None]:
+    return {key: statistics.median(values) if values else None for key, values in memory.items()}
+
+
+def _print_training_table(heading: str, times: dict[Key, list[float]],
+                          peaks: dict[Key, float | None], column: str = 'layout') -> None:
+    """One row per ``(form, <column>)`` key: median step time, range and peak memory."""
+    print(f'\n  {heading} (load average now {_load_average():.2f})')
+    print(f'  {"form":34s} {column:14s} {"median s":>9s} {"range ms":>13s} {"peak MiB":>9s}')
+    for (form, setting), samples in times.items():
+        peak = peaks[form, setting]
         mib = f'{peak / 2**20:9.0f}' if peak else '      n/a'
-        print(f'  {TRAIN_FORMS[form]:34s} {layout:14s} {statistics.median(samples):9.2f} '
+        print(f'  {TRAIN_FORMS[form]:34s} {setting:14s} {statistics.median(samples):9.2f} '
               f'{spread_ms(samples):>13s} {mib}')
+
+
+def _print_memory_method(device: str) -> None:
+    if device == 'cpu':
+        print(f'    memory: {MEMORY_METHOD}')
+    else:
+        print('    memory: torch.cuda.max_memory_allocated() growth during one step')
 
 
 def _layout_summary(layout: str, times: dict[Key, list[float]],
@@ -145,16 +181,11 @@ def train_arch(arch: str | dict, repeats: int, device: str, threads: int, layout
                batch_size: int = TRAIN_BATCH, image_size: int = TRAIN_SIZE,
                progress: bool = True) -> dict:
     """Section (a) for one arch: times and peak memory of every form and layout, printed."""
-    case_options = dict(batch_size=batch_size, image_size=image_size)
-    models, inputs = _training_models(arch, layouts, device, case_options)
-    steps = {key: (lambda m=model, x=inputs[key[1]]: training_step(m, x))
-             for key, model in models.items()}
-    times = round_robin(steps, warmup=1, runs=repeats, synchronize=_synchronizer(device),
-                        progress=progress, label=f'{_arch_label(arch)} training steps')
-    memory = _training_memory(arch, models, inputs, device, threads, case_options)
-    del models, steps
-    gc.collect()
-    peaks = {key: statistics.median(values) if values else None for key, values in memory.items()}
+    cases = {(form, layout): TrainingCase(arch, form, layout, batch_size, image_size)
+             for layout in layouts for form in TRAIN_FORMS}
+    times, memory = _measure_training_steps(cases, repeats, device, threads, progress,
+                                            f'{_arch_label(arch)} training steps')
+    peaks = _median_peaks(memory)
     _print_training_table(_arch_label(arch), times, peaks)
     summary = dict(times_s={'/'.join(k): v for k, v in times.items()},
                    memory_bytes={'/'.join(k): v for k, v in memory.items()})
@@ -172,10 +203,7 @@ def section_train(archs: list[str], repeats: int, device: str, threads: int,
           f'{TRAIN_SIZE}x{TRAIN_SIZE}, train-mode BN, {device}; layouts: {", ".join(layouts)}')
     print('    SRP-free bound: every SRP conv replaced by a strided copy; no implementation of the '
           'SRP convs can be faster or smaller')
-    if device == 'cpu':
-        print(f'    memory: {MEMORY_METHOD}')
-    else:
-        print('    memory: torch.cuda.max_memory_allocated() growth during one step')
+    _print_memory_method(device)
     results = {arch: train_arch(arch, repeats, device, threads, layouts, TRAIN_BATCH, TRAIN_SIZE,
                                 progress)
                for arch in archs}
@@ -274,6 +302,61 @@ def section_gpu(archs: list[str], max_batch: int) -> dict:
 
 
 # --------------------------------------------------------------------------------------------
+# (d) activation checkpointing
+# --------------------------------------------------------------------------------------------
+def _shape_label(batch_size: int, image_size: int | tuple[int, int]) -> str:
+    height, width = image_hw(image_size)
+    return f'{batch_size}x{height}x{width}'
+
+
+def _with_cp_summary(times: dict[Key, list[float]], peaks: dict[Key, float | None]) -> dict:
+    """with_cp=True vs False: paired time ratio and peak-memory ratio, printed."""
+    plain, checkpointed = (('merged', str(flag)) for flag in (False, True))
+    entry = dict(time_ratio=paired_ratio(times[checkpointed], times[plain]))
+    line = f'  with_cp / without: step time {entry["time_ratio"]:.2f}x (target <= 1.4x)'
+    if peaks[plain] and peaks[checkpointed]:
+        entry['memory_ratio'] = peaks[checkpointed] / peaks[plain]
+        line += f', peak memory {entry["memory_ratio"]:.2f}x (target <= 0.5x)'
+    print(line)
+    return entry
+
+
+def with_cp_arch(arch: str | dict, repeats: int, device: str, threads: int, batch_size: int,
+                 image_size: int | tuple[int, int], progress: bool = True) -> dict:
+    """Section (d) for one arch and input shape: the merged training step with and without
+    activation checkpointing, timed round-robin, and each one's peak memory; printed."""
+    cases = {('merged', str(flag)): TrainingCase(arch, 'merged', 'nchw', batch_size, image_size,
+                                                  with_cp=flag)
+             for flag in (False, True)}
+    shape = _shape_label(batch_size, image_size)
+    times, memory = _measure_training_steps(cases, repeats, device, threads, progress,
+                                            f'{_arch_label(arch)} {shape} with_cp')
+    peaks = _median_peaks(memory)
+    _print_training_table(f'{_arch_label(arch)}, batch x height x width {shape}', times, peaks,
+                          column='with_cp')
+    return dict(times_s={'/'.join(k): v for k, v in times.items()},
+                memory_bytes={'/'.join(k): v for k, v in memory.items()},
+                **_with_cp_summary(times, peaks))
+
+
+def section_with_cp(archs: list[str], repeats: int, device: str, threads: int,
+                    progress: bool = True) -> dict:
+    """(d) Activation checkpointing: training step memory and time, at each of
+    :data:`CP_SHAPES`."""
+    shapes = ' and '.join(_shape_label(batch, size) for batch, size in CP_SHAPES)
+    print(f"(d) Activation checkpointing: backbone forward + backward, srp_forward='merged', "
+          f'NCHW, train-mode BN, {device}; RepNeXt(with_cp=True) vs with_cp=False, batch x '
+          f'height x width {shapes}')
+    _print_memory_method(device)
+    results = {arch: {_shape_label(batch, size): with_cp_arch(arch, repeats, device, threads,
+                                                              batch, size, progress)
+                      for batch, size in CP_SHAPES}
+               for arch in archs}
+    print()
+    return results
+
+
+# --------------------------------------------------------------------------------------------
 # The whole report
 # --------------------------------------------------------------------------------------------
 @dataclass
@@ -315,6 +398,9 @@ def _run_sections(settings: SpeedSettings, sections: list[str], threads: int,
                                         threads, settings.use_compile, workdir, settings.progress)
     if 'gpu' in sections:
         report['gpu'] = section_gpu(settings.archs, settings.max_batch)
+    if 'with_cp' in sections:
+        report['with_cp'] = section_with_cp(settings.archs, settings.train_repeats,
+                                            settings.device, threads, settings.progress)
     return report
 
 

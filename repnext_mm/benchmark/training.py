@@ -16,6 +16,7 @@ import subprocess
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -40,6 +41,14 @@ _WORKER_CODE = 'import sys; from repnext_mm.benchmark.training import _memory_wo
                '_memory_worker(sys.argv[1:])'
 
 
+def image_hw(image_size: int | Sequence[int]) -> tuple[int, int]:
+    """``(height, width)`` of a square side or a pair (a list after a JSON round trip)."""
+    if isinstance(image_size, int):
+        return image_size, image_size
+    height, width = image_size
+    return height, width
+
+
 @dataclass(frozen=True)
 class TrainingCase:
     """One measured training step: the backbone, its form, memory format and input batch.
@@ -49,13 +58,15 @@ class TrainingCase:
         form: A key of :data:`TRAIN_FORMS`.
         layout: A key of :data:`LAYOUTS`.
         batch_size: Images per step.
-        image_size: Side of the square images.
+        image_size: Side of square images, or ``(height, width)``.
+        with_cp: Activation checkpointing in the backbone (``RepNeXt(with_cp=True)``).
     """
     arch: str | dict
     form: str
     layout: str = 'nchw'
     batch_size: int = TRAIN_BATCH
-    image_size: int = TRAIN_SIZE
+    image_size: int | tuple[int, int] = TRAIN_SIZE
+    with_cp: bool = False
 
     def __post_init__(self) -> None:
         if self.form not in TRAIN_FORMS or self.layout not in LAYOUTS:
@@ -64,14 +75,15 @@ class TrainingCase:
 
     def build_model(self, device: str = 'cpu') -> RepNeXt:
         """The backbone in this form and layout, in train mode."""
-        model = RepNeXt(self.arch, srp_forward='merged' if self.form == 'srp-free' else self.form)
+        model = RepNeXt(self.arch, srp_forward='merged' if self.form == 'srp-free' else self.form,
+                        with_cp=self.with_cp)
         if self.form == 'srp-free':
             model = srp_free(model)
         return model.train().to(device=device, memory_format=LAYOUTS[self.layout])
 
     def inputs(self, device: str = 'cpu') -> Tensor:
         """A random input batch in this layout."""
-        inputs = torch.randn(self.batch_size, 3, self.image_size, self.image_size, device=device)
+        inputs = torch.randn(self.batch_size, 3, *image_hw(self.image_size), device=device)
         return inputs.contiguous(memory_format=LAYOUTS[self.layout])
 
 

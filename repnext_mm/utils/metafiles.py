@@ -43,10 +43,9 @@ CLS_WEIGHTS = 'repnext_{}_distill_300e.pth'
 DOWNSTREAM_WEIGHTS = {'mmdet': 'repnext_{}_coco.pth', 'mmseg': 'repnext_{}_ade20k.pth'}
 CLS_CONVERSION = ("authors' layout (weights under 'model'): convert before use with "
                   'python tools/deploy/convert_official.py {src} repnext_{arch}_in1k.pth')
-DOWNSTREAM_CONVERSION = ("authors' mmdet 2.x / mmseg 0.x checkpoint in the authors' key layout: "
-                         "it must be converted to this package's layout before use; "
-                         'tools/deploy/convert_official.py (--task cls / backbone) does not '
-                         'cover these downstream checkpoints yet')
+DOWNSTREAM_CONVERSION = ("authors' {library} checkpoint in the authors' key layout: convert before "
+                         'use with python tools/deploy/convert_official.py {src} checkpoints/{src} '
+                         '(it loads strictly into this config)')
 
 COLLECTIONS = {
     'mmpretrain': dict(
@@ -277,7 +276,9 @@ def weights_of(info: ConfigInfo) -> tuple[str | None, str | None]:
         return RELEASE_URL.format(name), CLS_CONVERSION.format(src=name, arch=info.arch)
     if info.arch not in paper.REPNEXT_DENSE:
         return None, None
-    return RELEASE_URL.format(DOWNSTREAM_WEIGHTS[info.library].format(info.arch)), DOWNSTREAM_CONVERSION
+    name = DOWNSTREAM_WEIGHTS[info.library].format(info.arch)
+    library = dict(mmdet='mmdet 2.28 Mask R-CNN', mmseg='mmseg 0.30 Semantic FPN')[info.library]
+    return RELEASE_URL.format(name), DOWNSTREAM_CONVERSION.format(library=library, src=name)
 
 
 def _metadata(info: ConfigInfo, figures: dict[str, int]) -> dict[str, Any]:

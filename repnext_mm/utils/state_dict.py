@@ -23,9 +23,9 @@ def _shape(value: Any) -> tuple[int, ...] | None:
     return tuple(value.shape) if hasattr(value, 'shape') else None
 
 
-def _examples(keys: Sequence[str]) -> str:
-    shown = ', '.join(keys[:EXAMPLES])
-    return shown + (', ...' if len(keys) > EXAMPLES else '')
+def _examples(keys: Sequence[str], limit: int | None = EXAMPLES) -> str:
+    shown = ', '.join(keys[:limit])
+    return shown + (', ...' if limit is not None and len(keys) > limit else '')
 
 
 @dataclass
@@ -48,17 +48,23 @@ class StateDictMismatch:
     def keys(self) -> list[str]:
         return [*self.missing, *self.unexpected, *(key for key, _, _ in self.wrong_shape)]
 
-    def summary(self) -> str:
-        """``'2 missing (e.g. a, b), 1 with the wrong shape (e.g. c: checkpoint (3,) vs ...)'``."""
+    def summary(self, limit: int | None = EXAMPLES) -> str:
+        """``'2 missing (e.g. a, b), 1 with the wrong shape (e.g. c: checkpoint (3,) vs ...)'``.
+
+        Args:
+            limit: Keys named per kind; ``None`` names every key (without "e.g.").
+        """
+        eg = 'e.g. ' if limit is not None else ''
         parts = []
         if self.missing:
-            parts.append(f'{len(self.missing)} missing (e.g. {_examples(self.missing)})')
+            parts.append(f'{len(self.missing)} missing ({eg}{_examples(self.missing, limit)})')
         if self.unexpected:
-            parts.append(f'{len(self.unexpected)} unexpected (e.g. {_examples(self.unexpected)})')
+            parts.append(f'{len(self.unexpected)} unexpected '
+                         f'({eg}{_examples(self.unexpected, limit)})')
         if self.wrong_shape:
             shapes = [f'{k}: checkpoint {c} vs model {m}' for k, c, m in self.wrong_shape]
-            parts.append(f'{len(shapes)} with the wrong shape (e.g. {"; ".join(shapes[:EXAMPLES])}'
-                         + ('; ...' if len(shapes) > EXAMPLES else '') + ')')
+            parts.append(f'{len(shapes)} with the wrong shape ({eg}{"; ".join(shapes[:limit])}'
+                         + ('; ...' if limit is not None and len(shapes) > limit else '') + ')')
         return ', '.join(parts)
 
     def split(self, prefixes: Sequence[str]) -> tuple['StateDictMismatch', 'StateDictMismatch']:

@@ -176,6 +176,8 @@ def test_an_allowed_partial_load_keeps_the_init_and_says_so():
     assert torch.equal(target.state_dict()['0.weight'], source.state_dict()['0.weight'])
     assert len(lines) == 1 and "partial load of coco.pth (allowed for '3')" in lines[0]
     assert 'keep their initialization' in lines[0]
+    # Every re-initialised entry is named, not a few examples: the config chose them.
+    assert '2 with the wrong shape (3.weight: checkpoint (7, 4) vs model (2, 4); 3.bias' in lines[0]
 
 
 def test_an_allowed_prefix_does_not_excuse_other_modules():

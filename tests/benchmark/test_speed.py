@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from repnext_mm.benchmark import fused, speed
-from repnext_mm.benchmark.speed import SpeedSettings, fused_arch, train_arch
+from repnext_mm.benchmark.speed import SpeedSettings, fused_arch, train_arch, with_cp_arch
 from repnext_mm.utils.errors import InputError
 
 TINY = dict(widths=[8, 16, 32, 64], depths=[1, 1, 1, 1])
@@ -26,6 +26,27 @@ def test_training_section_prints_every_form_and_the_paired_ratios(monkeypatch, c
     assert len(summary['times_s']) == 6 and all(len(v) == 2 for v in summary['times_s'].values())
     assert summary['nchw']['memory_ratio'] == pytest.approx(0.75)
     assert summary['nchw']['speedup'] > 0 and 'channels_last_gain_merged' in summary
+
+
+def test_with_cp_section_compares_the_step_with_and_without_checkpointing(monkeypatch, capsys):
+    cases = []
+
+    def fake_memory(case, threads):  # checkpointing at a quarter of the plain step's peak
+        cases.append(case)
+        return [2**20 if case.with_cp else 4 * 2**20]
+
+    monkeypatch.setattr(speed, 'measure_training_memory', fake_memory)
+    summary = with_cp_arch(TINY, repeats=2, device='cpu', threads=1, batch_size=2,
+                           image_size=(32, 64), progress=False)
+    out = capsys.readouterr().out
+    assert 'batch x height x width 2x32x64' in out
+    rows = [line.split()[1] for line in out.splitlines() if line.startswith('  srp_forward=')]
+    assert rows == ['False', 'True']
+    assert [case.with_cp for case in cases] == [False, True]
+    assert all(case.image_size == (32, 64) and case.form == 'merged' for case in cases)
+    assert summary['memory_ratio'] == pytest.approx(0.25) and summary['time_ratio'] > 0
+    assert 'with_cp / without: step time' in out and 'peak memory 0.25x' in out
+    assert all(len(v) == 2 for v in summary['times_s'].values())
 
 
 def test_fused_section_times_every_variant_against_the_floor(monkeypatch, tmp_path, capsys):

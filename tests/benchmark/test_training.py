@@ -1,4 +1,7 @@
 """The training-step forms: the SRP-free bound's structure, the step, and the memory worker."""
+import json
+from dataclasses import asdict
+
 import pytest
 import torch
 
@@ -34,6 +37,14 @@ def test_training_case_builds_each_form_in_its_layout():
     assert not _srp_convs(TrainingCase(TINY, 'srp-free').build_model())
     with pytest.raises(ValueError, match='form must be one of'):
         TrainingCase(TINY, 'fused')
+
+
+def test_training_case_with_checkpointing_and_a_rectangular_size_survives_json():
+    """The memory worker gets its case as JSON: the (height, width) pair comes back a list."""
+    case = TrainingCase(TINY, 'merged', batch_size=2, image_size=(32, 64), with_cp=True)
+    restored = TrainingCase(**json.loads(json.dumps(asdict(case))))
+    assert restored.build_model().with_cp and not TrainingCase(TINY, 'merged').build_model().with_cp
+    assert restored.inputs().shape == case.inputs().shape == (2, 3, 32, 64)
 
 
 def test_training_step_computes_gradients():

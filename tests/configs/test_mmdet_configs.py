@@ -86,6 +86,21 @@ def test_paper_protocol(arch):
     assert list(cfg.val_evaluator.metric) == ['bbox', 'segm']
 
 
+def test_coco_evaluation_is_the_authors_test_pipeline():
+    """Their coco_instance.py: MultiScaleFlipAug((1333, 800), flip=False) around a keep-ratio
+    Resize, Normalize (ImageNet mean/std, to_rgb) and Pad(size_divisor=32)."""
+    cfg = load(ARCH_CONFIGS['m4'])
+    for loader in (cfg.val_dataloader, cfg.test_dataloader):
+        steps = [step.type for step in loader.dataset.pipeline]
+        assert steps == ['LoadImageFromFile', 'Resize', 'LoadAnnotations', 'PackDetInputs']
+        resize = loader.dataset.pipeline[1]
+        assert tuple(resize.scale) == (1333, 800) and resize.keep_ratio is True
+    preprocessor = cfg.model.data_preprocessor
+    assert list(preprocessor.mean) == [123.675, 116.28, 103.53]
+    assert list(preprocessor.std) == [58.395, 57.12, 57.375]
+    assert preprocessor.bgr_to_rgb is True and preprocessor.pad_size_divisor == 32
+
+
 def test_m4_alias_is_the_m4_config():
     alias, m4 = load(ALIAS_CONFIG).to_dict(), load(ARCH_CONFIGS['m4']).to_dict()
     assert alias == m4

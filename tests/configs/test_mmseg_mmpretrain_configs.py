@@ -8,8 +8,10 @@ protocol numbers the paper fixes are asserted too, so that an edit cannot quietl
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from mmengine.config import Config
@@ -137,6 +139,28 @@ def test_ade20k_config_follows_the_protocol_and_runs(name):
     [poly] = cfg.param_scheduler
     assert poly.type == 'PolyLR' and poly.power == 0.9 and poly.end == 40000
     check_seg_model(cfg, num_classes=150)
+
+
+def align_resize_shape(height: int, width: int) -> tuple[int, int]:
+    """The authors' ADE20K test resize (``segmentation/align_resize.py``, ``keep_ratio=True``):
+    mmcv's keep-ratio rescale to (2048, 512), then each side rounded up to a multiple of 32."""
+    factor = min(2048 / max(height, width), 512 / min(height, width))
+    height, width = int(height * factor + 0.5), int(width * factor + 0.5)
+    return math.ceil(height / 32) * 32, math.ceil(width / 32) * 32
+
+
+@pytest.mark.parametrize('size', [(512, 683), (375, 500), (1536, 2048), (256, 2560)])
+def test_ade20k_test_pipeline_resizes_like_the_authors_align_resize(size):
+    from mmcv.transforms import Compose
+
+    cfg = load(SEG_DIR / SEG_CONFIGS[-1])
+    for loader in (cfg.val_dataloader, cfg.test_dataloader):
+        steps = [step.type for step in loader.dataset.pipeline]
+        assert steps == ['LoadImageFromFile', 'Resize', 'ResizeToMultiple', 'LoadAnnotations',
+                         'PackSegInputs']
+    resize = Compose(cfg.test_dataloader.dataset.pipeline[1:3])
+    result = resize(dict(img=np.zeros((*size, 3), np.uint8), img_shape=size, ori_shape=size))
+    assert result['img'].shape[:2] == result['img_shape'] == align_resize_shape(*size)
 
 
 def test_seg_shapes_config_changes_only_data_and_schedule():

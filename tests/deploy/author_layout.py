@@ -82,14 +82,14 @@ def author_shapes(arch: str, num_classes: int = 1000) -> dict[str, tuple[int, ..
     return shapes
 
 
-def author_state_dict(arch: str, num_classes: int = 1000, seed: int = 0) -> dict[str, Tensor]:
-    """Random weights in the authors' layout with non-trivial norm statistics.
+def random_weights(shapes: dict[str, tuple[int, ...]], seed: int = 0) -> dict[str, Tensor]:
+    """Random tensors of ``shapes`` with non-trivial norm statistics.
 
     Conv/linear weights are scaled by 1/sqrt(fan-in) so activations stay O(1) through the depth.
     """
     gen = torch.Generator().manual_seed(seed)
     state: dict[str, Tensor] = {}
-    for key, shape in author_shapes(arch, num_classes).items():
+    for key, shape in shapes.items():
         if key.endswith('num_batches_tracked'):
             state[key] = torch.tensor(1000)
         elif key.endswith('running_var'):
@@ -102,6 +102,11 @@ def author_state_dict(arch: str, num_classes: int = 1000, seed: int = 0) -> dict
             fan_in = math.prod(shape[1:])
             state[key] = torch.randn(shape, generator=gen) / math.sqrt(fan_in)
     return state
+
+
+def author_state_dict(arch: str, num_classes: int = 1000, seed: int = 0) -> dict[str, Tensor]:
+    """Random weights in the authors' layout with non-trivial norm statistics."""
+    return random_weights(author_shapes(arch, num_classes), seed)
 
 
 def author_checkpoint(arch: str, num_classes: int = 1000, seed: int = 0) -> dict:

@@ -1,10 +1,12 @@
-"""ONNX export parity, the Core ML input folding, and the iOS benchmark package generator.
+"""ONNX export parity, the Core ML input folding, the iOS benchmark package generator, and the
+export run's option checks, output names, steps and printed reports.
 
 The full Core ML conversion of an M4 backbone at 512x512 runs once, through the command line tool,
 in tests/tools/deploy/test_export_cli.py.
 """
 import copy
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,9 +14,14 @@ import torch
 from repnext_mm.apis.model import load_model_config
 from repnext_mm.utils.errors import InputError
 from repnext_mm.apis.model import PreparedModel, prepare_bare_backbone, preprocessing_of
+from repnext_mm.deploy.coreml import CoreMLExport
+from repnext_mm.deploy.export import (CoreMLRun, ExportSettings, check_settings,
+                                      default_out_path, export_steps, print_coreml_report,
+                                      print_onnx_report)
 from repnext_mm.deploy.exportable import ExportWrapper, fold_input_channel_scale
-from repnext_mm.deploy.ios_bench import PACKAGE_NAME, write_ios_bench
-from repnext_mm.deploy.onnx_export import export_onnx, onnx_session
+from repnext_mm.deploy.ios_bench import PACKAGE_NAME, IOSBench, write_ios_bench
+from repnext_mm.deploy.onnx_export import OnnxExport, export_onnx, onnx_session
+from repnext_mm.deploy.verify import Difference
 from repnext_mm.models.backbones.repnext import RepNeXt
 from tests.helpers import max_rel_error, randomize_norms
 from .conftest import CONFIGS
@@ -134,3 +141,60 @@ def test_ios_bench_rejects_names_swift_cannot_embed(tmp_path):
     with pytest.raises(InputError, match='letters, digits'):
         write_ios_bench(tmp_path / 'bench', package, report)
     assert not (tmp_path / 'bench').exists()
+
+
+def test_export_settings_are_checked_before_anything_is_built():
+    check_settings(ExportSettings('cfg.py', 'coreml', shape=(32, 64), ios_bench='bench'))
+    with pytest.raises(InputError, match="--format must be one of coreml, onnx, got 'tflite'"):
+        check_settings(ExportSettings('cfg.py', 'tflite'))
+    with pytest.raises(InputError, match='--ios-bench needs --format coreml'):
+        check_settings(ExportSettings('cfg.py', 'onnx', ios_bench='bench'))
+    with pytest.raises(InputError, match='at least 32x32 .*, got 16x64'):
+        check_settings(ExportSettings('cfg.py', 'onnx', shape=(16, 64)))
+
+
+def test_export_steps_follow_the_format_and_options():
+    build, convert = 'building and fusing the model', 'tracing and converting to Core ML'
+    assert export_steps(ExportSettings('cfg.py', 'onnx'), True) == [
+        build, 'exporting to ONNX and checking it with onnxruntime']
+    coreml = ExportSettings('cfg.py', 'coreml')
+    assert export_steps(coreml, False) == [build, convert]
+    coreml.ios_bench = 'bench'
+    assert export_steps(coreml, True) == [build, convert, 'timing MLModel.predict',
+                                          'writing the Xcode test package']
+
+
+def test_default_out_path_names_config_part_and_size():
+    config = 'configs/mmseg/fpn_repnext_m4_8xb4-40k_ade20k-512x512.py'
+    assert default_out_path(config, 'coreml', True, (512, 384)) == Path(
+        'fpn_repnext_m4_8xb4-40k_ade20k-512x512_backbone_512x384.mlpackage')
+    assert default_out_path('repnext_m1.py', 'onnx', False, (224, 224)) == Path(
+        'repnext_m1_224x224.onnx')
+
+
+def test_onnx_report_lines(capsys):
+    result = OnnxExport(Path('m.onnx'), Difference(1e-6, 2e-7, 3), ['logits'],
+                        {'logits': [1, 4]})
+    print_onnx_report(result, 17)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f'wrote m.onnx (opset 17; onnxruntime vs torch: {result.difference})'
+    assert lines[1:] == ['  output logits: [1, 4]']
+
+
+@pytest.mark.parametrize('on_mac', [False, True])
+def test_coreml_report_lines_with_and_without_timings(capsys, on_mac):
+    report = dict(inputs=[dict(name='image')], outputs=[dict(name='stage0', shape=[1, 8, 16, 12])],
+                  params=1.5e6, gmacs=0.25, num_ops=7, op_histogram=dict(conv=5, add=2))
+    run = CoreMLRun(CoreMLExport(Path('m.mlpackage'), Path('m.json'), report))
+    if on_mac:
+        run.timings = dict(ALL=dict(median_ms=1.234, p25_ms=1.0, p75_ms=1.5, runs=20))
+        run.bench = IOSBench(Path('bench'), 'cd bench && xcodebuild test', Path('t.swift'))
+    print_coreml_report(run, (64, 48), 'RGB')
+    out = capsys.readouterr().out
+    assert out.splitlines()[:3] == [
+        'wrote m.mlpackage and m.json',
+        '  input image: 48x64 RGB image; outputs: stage0 [1, 8, 16, 12]',
+        '  1.50 M params, 0.25 GMACs, 7 ops: {"conv": 5, "add": 2}']
+    assert ('  MLModel.predict ALL: median 1.23 ms (IQR 0.50 ms, 20 runs)' in out) == on_mac
+    assert ('Core ML cannot load, compile or run a model on' in out) != on_mac
+    assert out.endswith('run:\n  cd bench && xcodebuild test\n') == on_mac

@@ -1,8 +1,9 @@
-"""Fixtures of the tool tests: "trained" checkpoints of the shapes configs (shared with tests/deploy)."""
+"""Fixtures of the tool tests: "trained" checkpoints of the shapes configs and files in the
+authors' published layouts (shared with tests/deploy)."""
 import pytest
 import torch
 
-from tests.deploy.conftest import trained_checkpoints  # noqa: F401
+from tests.deploy.conftest import releases, trained_checkpoints  # noqa: F401
 
 
 @pytest.fixture

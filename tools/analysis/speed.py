@@ -17,6 +17,9 @@ Sections (each prints a table; ``--json`` also writes every raw sample):
     measured in the same run by a large ``torch.matmul``.
 (c) ``gpu`` (``--device cuda``): throughput at 224x224 with the paper's protocol (fused fp32,
     the largest power-of-two batch that fits, halving on out-of-memory).
+(d) ``with_cp`` (only when asked for): the training step of (a), merged form, with and without
+    activation checkpointing (``RepNeXt(with_cp=True)``) at batch 2 x 800x1333 (detection) and
+    batch 16 x 224x224; peak-memory and step-time ratios.
 
 Timing protocol: all variants of a table are run in round-robin (variant 1, 2, ..., then the
 reverse order, ...) after untimed warm-up rounds, so slow drifts in machine load hit every variant
@@ -26,7 +29,7 @@ samples). The measurements live in ``repnext_mm.benchmark`` (``speed``, ``traini
 Usage::
 
     python tools/analysis/speed.py [--archs m1 m4] [--repeats N] [--train-repeats N]
-        [--device cpu|cuda] [--threads auto|N] [--sections train fused gpu]
+        [--device cpu|cuda] [--threads auto|N] [--sections train fused gpu with_cp]
         [--train-layouts nchw channels_last] [--compile] [--max-batch N] [--json OUT]
 """
 from __future__ import annotations
@@ -59,7 +62,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--threads', default='auto',
                         help="torch / ONNX Runtime intra-op threads, or 'auto' (default): the cores "
                              'left idle by other work, at least 1')
-    parser.add_argument('--sections', nargs='+', choices=('train', 'fused', 'gpu'),
+    parser.add_argument('--sections', nargs='+', choices=('train', 'fused', 'gpu', 'with_cp'),
                         help='default: train and fused; with --device cuda also gpu')
     parser.add_argument('--compile', dest='use_compile', action='store_true',
                         help='add a torch.compile row to (b) (minutes of compilation per arch)')

@@ -33,7 +33,6 @@ both forms (backbone.stages.3, backbone.stages.2.blocks.8, ...); --list-layers p
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -41,14 +40,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a sourc
 
 from repnext_mm.cli import (ArgumentParser, add_cfg_options_argument,  # noqa: E402
                             add_unsafe_unpickle_argument, run_cli)
-from repnext_mm.visualization.cam import (FEATURE_SCORES, IMAGE_SUFFIXES, METHODS,  # noqa: E402
-                                          CAMResult)
+from repnext_mm.visualization.cam import FEATURE_SCORES, METHODS  # noqa: E402
+from repnext_mm.visualization.cam_batch import CAMRunSettings, run_cam  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = ArgumentParser(description=__doc__.split('\n\n')[0],
-                                     epilog='\n\n'.join(__doc__.split('\n\n')[1:]),
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                            epilog='\n\n'.join(__doc__.split('\n\n')[1:]),
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('config', help='mmpretrain, mmdet or mmseg config')
     parser.add_argument('checkpoint', help='training or fused checkpoint, or "none" for random '
                                            'weights')
@@ -87,151 +86,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def collect_images(entries: list[str]) -> list[Path]:
-    """Image files named directly or found (non-recursively, sorted) in named folders."""
-    from repnext_mm.visualization.cam import CAMError
-
-    images: list[Path] = []
-    for entry in entries:
-        path = Path(entry)
-        if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-            if not found:
-                raise CAMError(f'folder {path} holds no image ({", ".join(IMAGE_SUFFIXES)})')
-            images.extend(found)
-        elif path.is_file():
-            images.append(path)
-        else:
-            raise CAMError(f'image {path} does not exist; pass image files or folders')
-    return images
-
-
-def output_paths(images: list[Path], out: str | None) -> list[Path]:
-    """Where each overlay goes: ``--out`` itself for one image, else ``<folder>/<stem>_cam.png``.
-
-    ``--out`` is a folder if it is an existing folder, ends in a path separator or has no
-    suffix; otherwise it is one image file, and its suffix must be an image format (so
-    ``--out x.txt`` is refused instead of becoming a folder named ``x.txt``). Only checks the
-    paths; the folder is created by the first overlay written, so a run that writes nothing
-    leaves nothing behind.
-    """
-    from repnext_mm.visualization.cam import CAMError, check_image_output
-
-    if out is None:
-        if len(images) == 1:
-            return [Path(f'{images[0].stem}_cam.png')]
-        folder = Path('vis_cam')
-    else:
-        out_path = Path(out)
-        is_folder = out_path.is_dir() or out.endswith(('/', os.sep)) or not out_path.suffix
-        if not is_folder:
-            if out_path.suffix.lower() not in IMAGE_SUFFIXES:
-                raise CAMError(f'--out {out} is neither an image file nor a folder: '
-                               f'{out_path.suffix!r} is not an image suffix. Pass an image name '
-                               f'({", ".join(IMAGE_SUFFIXES)}) for one image, or a folder (a name '
-                               'without a suffix, or ending in "/")')
-            if len(images) > 1:
-                raise CAMError(f'--out {out_path} is one image file but {len(images)} images were '
-                               'given; pass a folder to --out')
-            if not out_path.parent.is_dir():
-                raise CAMError(f'the folder of --out ({out_path.parent}) does not exist; create '
-                               'it')
-            return [check_image_output(out_path)]
-        folder = out_path
-    if folder.exists() and not folder.is_dir():
-        raise CAMError(f'--out {folder} exists and is not a folder')
-    paths = [folder / f'{image.stem}_cam.png' for image in images]
-    if len(set(paths)) != len(paths):
-        raise CAMError('two input images share a file name; their overlays would overwrite each '
-                       'other - run the folders separately')
-    return paths
-
-
-def describe(result: CAMResult, image: Path, out: Path) -> str:
-    """One summary line per image."""
-    text = (f'{image} -> {out}: {result.method} of {result.target} on '
-            f'{", ".join(result.target_layers)} (score {result.score:.4g}, input '
-            f'{result.input_size[0]}x{result.input_size[1]})')
-    if result.probabilities is not None and result.category is not None:
-        text += f', p={result.probabilities[result.category]:.3f}'
-    if result.empty:
-        text += ('; warning: the map is empty (no positive evidence for this target at this '
-                 'layer); try another layer, category or method')
-    return text
-
-
-def run(args: argparse.Namespace) -> list[str]:
-    from repnext_mm.visualization.cam import (CAMError, CAMVisualizer, UnreadableImageError,
-                                              all_layer_names, cam_method_class,
-                                              feature_layer_summary, load_image, overlay,
-                                              save_image)
-
-    cam_method_class(args.method)  # unknown method / missing grad-cam: fail before model loading
-    if not 0.0 <= args.image_weight <= 1.0:
-        raise CAMError(f'--image-weight must be in [0, 1], got {args.image_weight}')
-    if not args.list_layers and not args.images:
-        raise CAMError('pass at least one IMAGE (or --list-layers to see the layer names)')
-    images = collect_images(args.images) if not args.list_layers else []
-    outs = output_paths(images, args.out) if images else []
-    checkpoint = None if args.checkpoint.lower() == 'none' else args.checkpoint
-    if checkpoint is not None and not Path(checkpoint).is_file():
-        raise CAMError(f'checkpoint {checkpoint} does not exist; pass a .pth file, or "none" for '
-                       'random weights')
-
-    visualizer = CAMVisualizer.from_config(
-        args.config, checkpoint, fuse=args.fuse, cfg_options=args.cfg_options,
-        input_size=tuple(args.input_size) if args.input_size else None, device=args.device,
-        unsafe_full_unpickle=args.unsafe_full_unpickle)
-    for note in visualizer.notes:
-        print(f'note: {note}')
-    if args.list_layers:
-        print('feature-map layers (same names in the training and the fused form):')
-        print('\n'.join(f'  {line}' for line in feature_layer_summary(visualizer.model)))
-        print('every module:')
-        print('\n'.join(f'  {line}' for line in all_layer_names(visualizer.model)))
-        return []
-
-    bar = None
-    if len(images) > 1:
-        from mmengine.utils import ProgressBar
-        bar = ProgressBar(len(images))
-    lines, skipped = [], []
-    for image_path, out_path in zip(images, outs):
-        try:
-            image = load_image(image_path)
-        except UnreadableImageError as error:
-            if len(images) == 1:
-                raise
-            # One bad file in a folder should not cost the maps of all the others.
-            skipped.append(error)
-        else:
-            result = visualizer.compute(image, args.target_layers, args.method,
-                                        args.target_category, feature_score=args.feature_score,
-                                        eigen_smooth=args.eigen_smooth,
-                                        aug_smooth=args.aug_smooth)
-            save_image(overlay(image, result.cam, args.image_weight), out_path)
-            lines.append(describe(result, image_path, out_path))
-        if bar is not None:
-            bar.update()
-    if bar is not None:
-        print()
-    if skipped and not lines:
-        first = skipped[0]
-        more = f' (and {len(skipped) - 1} more)' if len(skipped) > 1 else ''
-        raise CAMError(f'none of the {len(images)} images could be read: {first.path} '
-                       f'{first.reason}{more}; nothing was written')
-    for line in lines:
-        print(line)
-    for error in skipped:
-        print(f'warning: skipped {error.path}: it {error.reason}', file=sys.stderr)
-    if skipped:
-        print(f'warning: skipped {len(skipped)} of {len(images)} images; wrote the other '
-              f'{len(lines)}', file=sys.stderr)
-    return lines
-
-
 def main(argv: list[str] | None = None) -> None:
-    run(parse_args(argv))
+    run_cam(CAMRunSettings(**vars(parse_args(argv))))
 
 
 if __name__ == '__main__':

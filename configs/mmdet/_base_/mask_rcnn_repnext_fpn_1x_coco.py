@@ -21,6 +21,10 @@ custom_imports = dict(imports=['repnext_mm'], allow_failed_imports=False)
 #   --cfg-options model.backbone.norm_cfg.type=BN
 norm_cfg = dict(type='SyncBN', requires_grad=True)
 
+# Activation checkpointing is off. To train in less GPU memory (a larger backbone, more images per
+# GPU) at the cost of running each backbone block's forward again in backward:
+#   --cfg-options model.backbone.with_cp=True
+# (tools/analysis/speed.py --sections with_cp measures both memory and time.)
 model = dict(
     backbone=dict(
         _delete_=True,  # drop the ResNet-only keys (depth, style, ...) of the base
@@ -51,3 +55,9 @@ optim_wrapper = dict(
 
 # lr 2e-4 belongs to a batch of 16; other total batch sizes (GPUs x batch_size) scale it linearly.
 auto_scale_lr = dict(enable=True, base_batch_size=16)
+
+# Evaluation: the test pipeline of mmdet 3.3's COCO base is the authors' (their coco_instance.py,
+# also recorded in detection/logs/*.json), single scale without flip: keep-ratio resize to
+# (1333, 800), ImageNet mean/std normalization in RGB and zero padding to a multiple of 32. mmdet
+# 3 normalizes and pads in the model's data_preprocessor (pad_size_divisor=32) instead of the
+# pipeline. tests/configs/test_mmdet_configs.py checks it.

@@ -5,6 +5,9 @@ Training form: multi-branch depthwise convolutions (structural reparameterizatio
 "chunk" and "copy" convolutions. Deploy form (``deploy=True`` or ``switch_to_deploy()``): every
 SRP branch set merged into one depthwise kernel and every BatchNorm folded into a convolution,
 so the fused backbone holds no BatchNorm at all.
+
+``with_cp=True`` trades compute for training memory: each block and downsample layer keeps only
+its input and runs again in backward (activation checkpointing, BatchNorm statistics updated once).
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from repnext_mm.registry import MODELS
+from ..layers.activation_checkpoint import checkpointed, records_graph
 from ..layers.reparam import (bn_affine, conv_with_weights, dilate_kernel, fuse_affine_after_conv,
                               fuse_affine_before_linear, pad_kernel, serial_strip_kernel)
 
@@ -375,18 +379,35 @@ class Downsample(nn.Module):
 
 
 class RepNeXtStage(nn.Module):
-    """An optional downsample followed by ``depth`` blocks."""
+    """An optional downsample followed by ``depth`` blocks.
+
+    With ``with_cp`` every block and the downsample layer run under activation checkpointing
+    (see :meth:`_run_layer`).
+    """
 
     def __init__(self, in_channels: int, out_channels: int, depth: int, mlp_ratio: int,
-                 norm_cfg: dict | None, srp_forward: SRPForward, deploy: bool) -> None:
+                 norm_cfg: dict | None, srp_forward: SRPForward, deploy: bool,
+                 with_cp: bool = False) -> None:
         super().__init__()
+        self.with_cp = with_cp
         kwargs = dict(mlp_ratio=mlp_ratio, norm_cfg=norm_cfg, srp_forward=srp_forward, deploy=deploy)
         self.downsample = (Downsample(in_channels, **kwargs)
                            if out_channels != in_channels else nn.Identity())
         self.blocks = nn.Sequential(*(RepNeXtBlock(out_channels, **kwargs) for _ in range(depth)))
 
+    def _run_layer(self, layer: RepNeXtBlock | Downsample, x: Tensor) -> Tensor:
+        # Checkpointing pays only where autograd would save activations; the fused form is for
+        # inference (and its few, small activations leave little to save), so it never does.
+        if self.with_cp and not layer.deploy and records_graph(layer, x):
+            return checkpointed(layer, x)
+        return layer(x)
+
     def forward(self, x: Tensor) -> Tensor:
-        return self.blocks(self.downsample(x))
+        if isinstance(self.downsample, Downsample):
+            x = self._run_layer(self.downsample, x)
+        for block in self.blocks:
+            x = self._run_layer(block, x)
+        return x
 
 
 @MODELS.register_module()
@@ -408,6 +429,13 @@ class RepNeXt(BaseModule):
             is rebuilt from the branch weights on every forward; ``'branches'`` runs every branch
             (identical parameters, outputs and gradients; slower).
         deploy: Build the fused inference structure (no SRP branches, no BatchNorm).
+        with_cp: Activation checkpointing: every block and downsample layer keeps only its
+            input for backward and runs again in backward (``torch.utils.checkpoint``,
+            non-reentrant). Less activation memory for more compute. Active only where autograd
+            records the layer (gradients enabled and its input or a parameter requires grad):
+            not under ``torch.no_grad()``, not in a frozen stage fed an input that needs no
+            grad, never in the fused form. BatchNorm running statistics are updated once per
+            step, as without it. In a config: ``--cfg-options model.backbone.with_cp=True``.
         init_cfg: MMEngine init config, e.g.
             ``dict(type='Pretrained', checkpoint='...', prefix='backbone.')``.
     """
@@ -431,6 +459,7 @@ class RepNeXt(BaseModule):
                  mlp_ratio: int = 2,
                  srp_forward: SRPForward = 'merged',
                  deploy: bool = False,
+                 with_cp: bool = False,
                  init_cfg: dict | list[dict] | None = None) -> None:
         super().__init__(init_cfg=init_cfg)
         self.arch = self.parse_arch(arch)
@@ -457,9 +486,19 @@ class RepNeXt(BaseModule):
         in_width = widths[0]
         for width, depth in zip(widths, depths):
             self.stages.append(RepNeXtStage(in_width, width, depth, mlp_ratio, self.norm_cfg,
-                                            srp_forward, deploy))
+                                            srp_forward, deploy, with_cp))
             in_width = width
         self._freeze_stages()
+
+    @property
+    def with_cp(self) -> bool:
+        """Activation checkpointing of the blocks and downsample layers; settable at any time."""
+        return all(stage.with_cp for stage in self.stages)
+
+    @with_cp.setter
+    def with_cp(self, enabled: bool) -> None:
+        for stage in self.stages:
+            stage.with_cp = enabled
 
     @classmethod
     def arch_name(cls, widths: Sequence[int], depths: Sequence[int]) -> str | None:

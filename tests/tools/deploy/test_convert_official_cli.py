@@ -1,7 +1,13 @@
-"""tools/deploy/convert_official.py on a synthetic release file of the authors' layout."""
+"""tools/deploy/convert_official.py on synthetic files in the authors' published layouts."""
+import os
+import subprocess
+import sys
+
+import pytest
 import torch
 from mmengine.runner import load_checkpoint
 
+from repnext_mm.apis.checkpoint import read_checkpoint
 from repnext_mm.apis.model import build_model, load_model_config
 from repnext_mm.models.backbones.repnext import RepNeXt
 from repnext_mm.models.utils.checkpoint import load_pretrained
@@ -11,6 +17,7 @@ from tests.helpers import REPO, run_tool
 
 TOOL = 'tools/deploy/convert_official.py'
 M1_CLASSIFIER = REPO / 'configs/mmpretrain/repnext_m1_8xb256_in1k.py'
+SHAPES_DETECTOR = REPO / 'configs/mmdet/mask_rcnn_repnext_m0_fpn_shapes.py'
 
 
 def test_m1_release_converts_for_classifier_and_backbone(tmp_path, capsys):
@@ -20,9 +27,13 @@ def test_m1_release_converts_for_classifier_and_backbone(tmp_path, capsys):
 
     status, stdout, _ = run_tool(TOOL, [src, tmp_path / 'cls.pth'], capsys)
     assert status == 0
-    assert 'RepNeXt-M1 (model): 1022 weights mapped, 0 dropped, 1000 classes' in stdout
-    assert 'not converted (training state): optimizer, lr_scheduler, epoch, model_ema, scaler, args' \
-        in stdout
+    assert "found the authors' ImageNet classifier (DeiT-style script, repnext_mX_distill_300e" \
+        '.pth): RepNeXt-M1, 1000 classes, weights "model"' in stdout
+    assert 'converted 1022 entries' in stdout
+    for entry in ('optimizer', 'lr_scheduler', 'epoch', 'model_ema', 'scaler', 'args'):
+        assert f'not converted: {entry}: ' in stdout
+    assert 'evaluate it with: python tools/test.py configs/mmpretrain/repnext_m1_8xb256_in1k.py ' \
+        f'{tmp_path / "cls.pth"}\n' in stdout
     # The classifier file loads strictly into our M1 ImageNet config and computes the authors' model.
     classifier = build_model(load_model_config(M1_CLASSIFIER))
     load_checkpoint(classifier, str(tmp_path / 'cls.pth'), map_location='cpu', strict=True)
@@ -34,8 +45,9 @@ def test_m1_release_converts_for_classifier_and_backbone(tmp_path, capsys):
     status, stdout, _ = run_tool(TOOL, [src, tmp_path / 'backbone.pth', '--task', 'backbone',
                                         '--arch', 'm1'], capsys)
     assert status == 0
-    assert '1008 weights mapped, 14 dropped' in stdout
-    assert stdout.count('dropped head.') == 14
+    assert 'converted 1008 entries' in stdout
+    assert 'left out 14 weight entries, classifier head (not part of the backbone): ' \
+        'head.head.norm.weight, ' in stdout
     assert "prefix='backbone.'" in stdout
     # The backbone file is what init_cfg=dict(type='Pretrained', prefix='backbone.') loads.
     backbone = RepNeXt('m1')
@@ -83,7 +95,97 @@ def test_the_weights_suggestion_names_an_entry_the_file_has(tmp_path, capsys):
     status, _, stderr = run_tool(TOOL, [src, tmp_path / 'out.pth'], capsys)
     assert status == 2
     assert 'has no "model" weights (2 top-level entries: model_ema, epoch)' in stderr
-    assert 'pass --weights model_ema' in stderr
-    status, stdout, _ = run_tool(TOOL, [src, tmp_path / 'out.pth', '--weights', 'model_ema'],
+    assert 'pass --weights ema to convert the "model_ema" weights it holds' in stderr
+    status, stdout, _ = run_tool(TOOL, [src, tmp_path / 'out.pth', '--weights', 'ema'], capsys)
+    assert status == 0 and 'RepNeXt-M0, 3 classes, weights "model_ema"' in stdout
+
+
+@pytest.mark.parametrize('kind, found, config', [
+    ('imagenet', "the authors' ImageNet classifier",
+     'configs/mmpretrain/repnext_m0_8xb256_in1k.py'),
+    ('timm', "an ImageNet classifier from timm's training script",
+     'configs/mmpretrain/repnext_m0_8xb256_in1k.py'),
+    ('detector', "the authors' Mask R-CNN (mmdet 2.28",
+     'configs/mmdet/mask_rcnn_repnext_m0_fpn_1x_coco.py'),
+    ('segmentor', "the authors' Semantic FPN (mmseg 0.30",
+     'configs/mmseg/fpn_repnext_m0_8xb4-40k_ade20k-512x512.py'),
+    ('fused', "the authors' fused TorchScript classifier",
+     'configs/mmpretrain/repnext_m0_8xb256_in1k.py'),
+])
+def test_each_release_says_what_it_is_and_which_config_to_use(releases, tmp_path, capsys, kind,
+                                                              found, config):
+    dst = tmp_path / 'out.pth'
+    status, stdout, _ = run_tool(TOOL, [releases[kind].path, dst], capsys)
+    assert status == 0
+    assert stdout.startswith(f'found {found}') and 'RepNeXt-M0' in stdout.splitlines()[0]
+    command = f'evaluate it with: python tools/test.py {config} {dst}'
+    assert command in stdout
+    if kind == 'fused':
+        assert 'BatchNorm layers (85 entries) folded' in stdout
+        assert f'{command} --cfg-options model.backbone.deploy=True model.head.deploy=True' \
+            in stdout
+    if kind in ('detector', 'segmentor'):
+        assert 'not converted: optimizer: optimizer state, for training only' in stdout
+        assert 'not converted: meta: mmcv 1.x metadata' in stdout
+
+
+def test_bad_inputs_fail_with_status_2_and_write_nothing(releases, tmp_path, capsys):
+    dst = tmp_path / 'out.pth'
+    status, _, stderr = run_tool(TOOL, [releases['detector'].path, dst, '--config',
+                                        REPO / 'configs/mmpretrain/repnext_m0_8xb256_in1k.py'],
                                  capsys)
-    assert status == 0 and 'RepNeXt-M0 (model_ema)' in stdout
+    assert status == 2 and 'builds a classifier; pass a detector config' in stderr
+    status, _, stderr = run_tool(TOOL, [releases['segmentor'].path, dst, '--arch', 'm3'], capsys)
+    assert status == 2 and '--arch m3 was given but the weights are RepNeXt-M0' in stderr
+    status, _, stderr = run_tool(TOOL, [releases['fused'].path, dst, '--weights', 'ema'], capsys)
+    assert status == 2 and 'no EMA' in stderr
+    assert not dst.exists()
+
+
+def test_a_converted_detector_fine_tunes_with_another_class_count(releases, tmp_path, capsys):
+    """load_from a converted release into the 4-class shapes config: the class-dependent layers
+    are re-initialised (and named in the log), everything else starts from the release."""
+    converted = tmp_path / 'repnext_m0_coco.pth'
+    status, stdout, _ = run_tool(TOOL, [releases['detector'].path, converted], capsys)
+    assert status == 0
+    allowed = ['roi_head.bbox_head.fc_cls', 'roi_head.bbox_head.fc_reg',
+               'roi_head.mask_head.conv_logits']
+    assert f'load_from_allow_mismatch = {allowed}' in stdout
+
+    made = subprocess.run([sys.executable, 'tools/data/make_shapes.py', '--quiet'], cwd=REPO,
+                          capture_output=True, text=True, timeout=600)
+    assert made.returncode == 0, made.stderr
+    work_dir = tmp_path / 'work'
+    result = subprocess.run(
+        [sys.executable, 'tools/train.py', str(SHAPES_DETECTOR), '--work-dir', str(work_dir),
+         '--cfg-options', f'load_from={converted}',
+         f'load_from_allow_mismatch=[{",".join(allowed)}]', 'train_cfg.max_epochs=1',
+         'train_dataloader.dataset.indices=4', 'val_cfg=None', 'val_dataloader=None',
+         'val_evaluator=None', 'randomness.seed=0'],
+        cwd=REPO, capture_output=True, text=True, timeout=900,
+        env={**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONPATH': str(REPO)})
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-4000:]
+    reinitialised = [f'{layer}.{p}: checkpoint {shape} vs model' for layer, shapes in zip(
+        allowed, (((81, 1024), (81,)), ((320, 1024), (320,)), ((80, 256, 1, 1), (80,))))
+        for p, shape in zip(('weight', 'bias'), shapes)]
+    assert f'partial load of {converted}' in log
+    for entry in reinitialised:
+        assert entry in log, entry
+    assert 'those entries keep their initialization' in log
+    # One step at the warm-up's tiny learning rate: the release's weights are still there.
+    trained = read_checkpoint(work_dir / 'epoch_1.pth')['state_dict']
+    source = releases['detector'].weights
+    for ours, theirs in (('neck.fpn_convs.0.conv.weight', 'neck.fpn_convs.0.conv.weight'),
+                         ('roi_head.mask_head.convs.3.conv.weight',
+                          'roi_head.mask_head.convs.3.conv.weight'),
+                         ('backbone.stem.0.conv.weight', 'backbone.stem.stem.0.conv.weight')):
+        assert max_rel_error(trained[ours], source[theirs]) < 1e-2, ours
+
+
+def test_the_earlier_option_values_still_work(tmp_path, capsys):
+    src = tmp_path / 'ema_only.pth'
+    torch.save(dict(model_ema=author_checkpoint('m0', num_classes=3)['model'], epoch=3), src)
+    status, stdout, _ = run_tool(TOOL, [src, tmp_path / 'out.pth', '--weights', 'model_ema',
+                                        '--task', 'cls'], capsys)
+    assert status == 0 and 'RepNeXt-M0, 3 classes, weights "model_ema"' in stdout

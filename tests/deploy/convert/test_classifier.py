@@ -1,4 +1,5 @@
-"""Converter from the authors' release layout, tested on synthetic checkpoints in that layout.
+"""The authors' classifier names (``convert/keys.py``, ``convert/classifier.py``), tested on
+synthetic checkpoints in their layout.
 
 The author-layout key names, shapes and forward pass come from ``author_layout.py`` (written from
 the reference facts, not from the converter's rename table), so these tests check the rename
@@ -9,14 +10,15 @@ import argparse
 import pytest
 import torch
 
+from repnext_mm.apis.checkpoint import read_checkpoint
 from repnext_mm.deploy.convert import (convert_author_state_dict, convert_official_checkpoint,
                                        detect_arch, map_author_key)
-from repnext_mm.utils.errors import InputError
-from repnext_mm.apis.checkpoint import read_checkpoint
 from repnext_mm.models.backbones.repnext import RepNeXt
 from repnext_mm.models.heads.repnext_head import RepNeXtClsHead
+from repnext_mm.utils.errors import InputError
 from tests.helpers import max_rel_error
-from .author_layout import ARCHS, author_checkpoint, author_forward, author_shapes, author_state_dict
+from ..author_layout import (ARCHS, author_checkpoint, author_forward, author_shapes,
+                             author_state_dict)
 
 
 @pytest.fixture(scope='module')
@@ -139,11 +141,15 @@ def test_unknown_extra_and_missing_keys_are_errors(author_weights):
         convert_author_state_dict(extra)
     missing = dict(author_weights['m0'])
     del missing['stages.2.blocks.3.channel_mixer.0.norm.running_var']
-    with pytest.raises(InputError, match=r'1 weights missing \(backbone\.stages\.2\.blocks\.3'):
+    with pytest.raises(InputError, match=r'1 missing \(e\.g\. backbone\.stages\.2\.blocks\.3\.'
+                                         r'channel_mixer\.fc1\.bn\.running_var\)'):
         convert_author_state_dict(missing)
     wrong = dict(author_weights['m0'])
     wrong['stages.1.downsample.token_mixer.conv_m.conv_5_3.weight'] = torch.zeros(40, 1, 3, 5)
-    with pytest.raises(InputError, match=r'wrong shape .*conv_5_3.*\(40, 1, 3, 5\)'):
+    with pytest.raises(InputError, match=r'wrong shape .*conv5x3\.weight: checkpoint '
+                                         r'\(40, 1, 3, 5\) vs model \(40, 1, 5, 3\).*source keys: '
+                                         r'stages\.1\.downsample\.token_mixer\.conv_m\.conv_5_3\.'
+                                         r'weight'):
         convert_author_state_dict(wrong)
 
 
@@ -156,8 +162,10 @@ def test_release_file_converts_and_loads_into_our_modules(tmp_path):
     torch.save(checkpoint, src)
     assert isinstance(checkpoint['args'], argparse.Namespace)
 
-    result, unused = convert_official_checkpoint(src, dst, task='cls', weights='model_ema')
-    assert sorted(unused) == ['args', 'epoch', 'lr_scheduler', 'model', 'optimizer', 'scaler']
+    report = convert_official_checkpoint(src, dst, weights='ema')
+    assert sorted(report.source.left_out) == ['args', 'epoch', 'lr_scheduler', 'model',
+                                              'optimizer', 'scaler']
+    assert 'not chosen (--weights model converts them)' in report.source.left_out['model']
     written = read_checkpoint(dst)  # weights_only: no Namespace or other objects inside
     assert written['meta']['repnext_mm']['arch'] == 'm0'
     assert written['meta']['repnext_mm']['source_epoch'] == 299
@@ -173,20 +181,21 @@ def test_ddp_prefix_is_stripped(tmp_path):
     src, dst = tmp_path / 'ddp.pth', tmp_path / 'out.pth'
     weights = author_state_dict('m0', num_classes=3)
     torch.save(dict(model={f'module.{k}': v for k, v in weights.items()}), src)
-    result, _ = convert_official_checkpoint(src, dst, task='backbone')
-    assert len(result.mapped) == len(weights) - 14
+    report = convert_official_checkpoint(src, dst, task='backbone')
+    assert len(report.result.mapped) == len(weights) - 14
 
 
 def test_checkpoint_without_the_requested_weights(tmp_path):
     src = tmp_path / 'no_ema.pth'
     torch.save(dict(model=author_state_dict('m0', num_classes=3), epoch=1), src)
     with pytest.raises(InputError, match='has no "model_ema" weights') as error:
-        convert_official_checkpoint(src, tmp_path / 'out.pth', weights='model_ema')
+        convert_official_checkpoint(src, tmp_path / 'out.pth', weights='ema')
     assert 'pass --weights model to convert the "model" weights it holds' in str(error.value)
     assert not (tmp_path / 'out.pth').exists()
 
     mmengine_style = tmp_path / 'runner.pth'
     torch.save(dict(meta={}, state_dict={'backbone.x': torch.zeros(1)}), mmengine_style)
-    with pytest.raises(InputError, match='looks like an MMEngine checkpoint') as error:
+    with pytest.raises(InputError, match='holds a "state_dict" without a RepNeXt in the authors\''
+                                         ' layout') as error:
         convert_official_checkpoint(mmengine_style, tmp_path / 'out.pth')
     assert '--weights' not in str(error.value)

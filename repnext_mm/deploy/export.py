@@ -1,0 +1,230 @@
+"""Core ML or ONNX export of a config's model, end to end: the logic of ``tools/deploy/export.py``.
+
+:func:`run_export` builds and fuses the model, exports it (ONNX: checked against torch with
+onnxruntime; Core ML: converted, on macOS also timed, optionally wrapped in the Xcode test
+package of :mod:`.ios_bench`) with a step-by-step progress display on stderr, and prints what
+was written on stdout. Every option is checked before the slow steps.
+
+Example:
+    >>> run_export(ExportSettings('configs/mmpretrain/repnext_m1_8xb256_in1k.py', 'onnx',
+    ...                           checkpoint='m1.pth'))
+"""
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from repnext_mm.apis.model import Preprocessing, PreparedModel, prepare_model, preprocessing_of
+from repnext_mm.utils.errors import InputError
+from repnext_mm.utils.fileio import check_output_path
+from repnext_mm.utils.progress import StepProgress
+from .coreml import (LINUX_NOTE, CoreMLExport, Precision, can_run_coreml, export_coreml,
+                     require_coremltools, time_coreml)
+from .exportable import ExportWrapper
+from .ios_bench import IOSBench, write_ios_bench
+from .onnx_export import MIN_OPSET, OnnxExport, export_onnx
+from .verify import DEFAULT_SHAPES
+
+FORMATS = ('coreml', 'onnx')
+#: The backbone downsamples 32x: a smaller input has no last-stage feature map.
+MIN_SIZE = 32
+
+BUILD_STEP = 'building and fusing the model'
+ONNX_STEP = 'exporting to ONNX and checking it with onnxruntime'
+COREML_STEP = 'tracing and converting to Core ML'
+TIMING_STEP = 'timing MLModel.predict'
+IOS_BENCH_STEP = 'writing the Xcode test package'
+
+
+@dataclass
+class ExportSettings:
+    """What ``tools/deploy/export.py`` exports (its command line options).
+
+    Attributes:
+        config: Classifier, detector or segmentor config.
+        format: ``'coreml'`` (.mlpackage) or ``'onnx'``.
+        checkpoint: Training or fused checkpoint; ``None`` for random weights.
+        shape: Input ``(height, width)``; default :data:`~.verify.DEFAULT_SHAPES` of the
+            exported kind (224x224 for classifiers, else 512x512).
+        backbone_only: Export only the backbone (all its stage outputs); required for detectors.
+        out: Output path; default derived from the config name (:func:`default_out_path`).
+        precision: Core ML compute precision.
+        opset: ONNX opset, at least 17.
+        ios_bench: Core ML only: folder for the Xcode test package that times the model on an
+            iPhone.
+        force: Overwrite existing outputs.
+        unsafe_full_unpickle: Unpickle arbitrary objects in the checkpoint (trusted files only).
+        cfg_options: Config overrides.
+    """
+    config: str
+    format: str
+    checkpoint: str | None = None
+    shape: Sequence[int] | None = None
+    backbone_only: bool = False
+    out: str | None = None
+    precision: Precision = 'fp16'
+    opset: int = MIN_OPSET
+    ios_bench: str | None = None
+    force: bool = False
+    unsafe_full_unpickle: bool = False
+    cfg_options: dict[str, Any] | None = None
+
+
+@dataclass
+class CoreMLRun:
+    """Result of a Core ML :func:`run_export`.
+
+    Attributes:
+        export: The package and its report.
+        timings: ``MLModel.predict`` latency per compute unit (macOS only, else ``None``).
+        bench: The Xcode test package, if asked for.
+    """
+    export: CoreMLExport
+    timings: dict[str, dict] | None = None
+    bench: IOSBench | None = None
+
+
+def check_settings(settings: ExportSettings) -> None:
+    """Refuses option combinations that cannot work, before anything is built.
+
+    Raises:
+        InputError: Unknown format, ``ios_bench`` without Core ML, or a shape below 32x32.
+    """
+    if settings.format not in FORMATS:
+        raise InputError(f'--format must be one of {", ".join(FORMATS)}, got {settings.format!r}')
+    if settings.ios_bench and settings.format != 'coreml':
+        raise InputError('--ios-bench needs --format coreml (the iPhone test runs a Core ML model)')
+    if settings.shape and min(settings.shape) < MIN_SIZE:
+        raise InputError(f'--shape must be at least {MIN_SIZE}x{MIN_SIZE} (the backbone '
+                         f'downsamples 32x), got {settings.shape[0]}x{settings.shape[1]}')
+
+
+def export_steps(settings: ExportSettings, times_on_this_machine: bool) -> list[str]:
+    """The steps :func:`run_export` goes through, for the progress display."""
+    if settings.format == 'onnx':
+        return [BUILD_STEP, ONNX_STEP]
+    steps = [BUILD_STEP, COREML_STEP]
+    if times_on_this_machine:
+        steps.append(TIMING_STEP)
+    if settings.ios_bench:
+        steps.append(IOS_BENCH_STEP)
+    return steps
+
+
+def model_name(config: str, backbone_only: bool) -> str:
+    """The exported model's name: the config's file stem, plus ``_backbone`` for a backbone."""
+    return Path(config).stem + ('_backbone' if backbone_only else '')
+
+
+def default_out_path(config: str, format: str, backbone_only: bool,
+                     shape: Sequence[int]) -> Path:
+    """``<config stem>[_backbone]_<H>x<W>.mlpackage`` (or ``.onnx``) in the working folder."""
+    suffix = '.mlpackage' if format == 'coreml' else '.onnx'
+    return Path(f'{model_name(config, backbone_only)}_{shape[0]}x{shape[1]}{suffix}')
+
+
+def _check_outputs(settings: ExportSettings, out: Path) -> None:
+    """Fails before the slow conversion if an output exists (without force) or cannot be written."""
+    check_output_path(out, settings.force, kind='dir' if settings.format == 'coreml' else 'file')
+    if settings.ios_bench:
+        check_output_path(settings.ios_bench, settings.force, kind='dir')
+
+
+def _export_coreml(settings: ExportSettings, prepared: PreparedModel, wrapper: ExportWrapper,
+                   shape: tuple[int, int], out: Path, preprocessing: Preprocessing,
+                   progress: StepProgress, times_on_this_machine: bool) -> CoreMLRun:
+    """Converts, times (macOS only) and wraps in the Xcode test package (if asked for)."""
+    description = dict(model=model_name(settings.config, settings.backbone_only),
+                       config=str(settings.config), weights=prepared.weights,
+                       arch=prepared.arch, task=prepared.task, exported=wrapper.kind)
+    progress.start(COREML_STEP)
+    run = CoreMLRun(export_coreml(wrapper, shape, out, preprocessing,
+                                  precision=settings.precision, force=settings.force,
+                                  description=description))
+    if times_on_this_machine:
+        progress.start(TIMING_STEP)
+        run.timings = time_coreml(run.export.path, shape)
+    if settings.ios_bench:
+        progress.start(IOS_BENCH_STEP)
+        run.bench = write_ios_bench(settings.ios_bench, run.export.path, run.export.report,
+                                    force=settings.force)
+    return run
+
+
+def print_onnx_report(result: OnnxExport, opset: int) -> None:
+    """The written file, the parity check and the output shapes."""
+    print(f'wrote {result.path} (opset {opset}; onnxruntime vs torch: {result.difference})')
+    for name, shape in result.output_shapes.items():
+        print(f'  output {name}: {shape}')
+
+
+def print_coreml_report(run: CoreMLRun, shape: tuple[int, int], color_layout: str) -> None:
+    """The written files, the model's interface and size, and its timings or how to get them.
+
+    Timings exist on macOS only; elsewhere the note on what Core ML cannot do here is printed.
+    With an Xcode test package, the command that runs it on an iPhone ends the report.
+    """
+    report = run.export.report
+    height, width = shape
+    outputs = ', '.join(f'{o["name"]} {o.get("shape")}' for o in report['outputs'])
+    print(f'wrote {run.export.path} and {run.export.report_path}')
+    print(f'  input {report["inputs"][0]["name"]}: {width}x{height} {color_layout} image; '
+          f'outputs: {outputs}')
+    print(f'  {report["params"] / 1e6:.2f} M params, {report["gmacs"]:.2f} GMACs, '
+          f'{report["num_ops"]} ops: ' + json.dumps(report['op_histogram']))
+    if run.timings is not None:
+        for unit, stats in run.timings.items():
+            print(f'  MLModel.predict {unit}: median {stats["median_ms"]:.2f} ms '
+                  f'(IQR {stats["p75_ms"] - stats["p25_ms"]:.2f} ms, {stats["runs"]} runs)')
+    else:
+        print(LINUX_NOTE.format(system=platform.system()))
+    if run.bench is not None:
+        print(f'wrote the Xcode test package {run.bench.directory}; on a Mac with the iPhone '
+              'attached (device id: xcrun xctrace list devices) run:')
+        print(f'  {run.bench.command}')
+
+
+def run_export(settings: ExportSettings) -> OnnxExport | CoreMLRun:
+    """Builds, fuses and exports the model with a progress display, then prints the results.
+
+    Returns:
+        The ONNX export, or the Core ML package with its timings and Xcode test package.
+
+    Raises:
+        InputError: A bad option, config, checkpoint or output path, a missing optional
+            dependency (coremltools, onnx), or an export that does not reproduce torch.
+    """
+    check_settings(settings)
+    times_on_this_machine = False
+    if settings.format == 'coreml':
+        require_coremltools()  # fail before the slow steps
+        times_on_this_machine = can_run_coreml()
+
+    with StepProgress(export_steps(settings, times_on_this_machine)) as progress:
+        progress.start(BUILD_STEP)
+        prepared = prepare_model(settings.config, settings.checkpoint, settings.cfg_options,
+                                 settings.unsafe_full_unpickle)
+        for note in prepared.notes:
+            print(f'note: {note}')
+        wrapper = ExportWrapper(prepared.fused(), prepared.task, settings.backbone_only)
+        shape = tuple(settings.shape or DEFAULT_SHAPES[wrapper.kind])
+        out = Path(settings.out or default_out_path(settings.config, settings.format,
+                                                    settings.backbone_only, shape))
+        _check_outputs(settings, out)
+        preprocessing = preprocessing_of(prepared.cfg)
+        if settings.format == 'onnx':
+            progress.start(ONNX_STEP)
+            result = export_onnx(wrapper, shape, out, wrapper.output_names, opset=settings.opset,
+                                 preprocessing=preprocessing, force=settings.force)
+        else:
+            result = _export_coreml(settings, prepared, wrapper, shape, out, preprocessing,
+                                    progress, times_on_this_machine)
+
+    if isinstance(result, OnnxExport):
+        print_onnx_report(result, settings.opset)
+    else:
+        print_coreml_report(result, shape, preprocessing.color_layout)
+    return result
