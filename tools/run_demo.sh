@@ -17,9 +17,10 @@ PY="$VENV/bin/python"
 CONFIG=configs/mmdet/mask_rcnn_repnext_m0_fpn_shapes.py
 WORK_DIR="${WORK_DIR:-work_dirs/demo_mask_rcnn_repnext_m0_shapes}"
 STARTED=$SECONDS
-# One OpenMP thread unless told otherwise: on a small shared machine a second thread spin-waits
-# whenever another process wants the core, which makes a training step several times slower.
-export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+# One OpenMP thread for training and testing unless told otherwise: on a small shared machine a
+# second thread spin-waits whenever another process wants the core, which makes a training step
+# several times slower. Only those steps get it: the install must keep every core.
+THREADS="${OMP_NUM_THREADS:-1}"
 
 log() { printf '\n[run_demo %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 elapsed() { echo "$(( (SECONDS - $1) / 60 )) min $(( (SECONDS - $1) % 60 )) s"; }
@@ -32,13 +33,13 @@ log "2/4 synthetic shapes data (data/shapes; COCO layout under data/shapes/coco)
 
 log "3/4 training Mask R-CNN + RepNeXt-M0 on shapes ($CONFIG -> $WORK_DIR)"
 STEP=$SECONDS
-"$PY" tools/train.py "$CONFIG" --work-dir "$WORK_DIR" --cfg-options randomness.seed=0 "$@"
+OMP_NUM_THREADS="$THREADS" "$PY" tools/train.py "$CONFIG" --work-dir "$WORK_DIR" --cfg-options randomness.seed=0 "$@"
 log "training and its evaluation took $(elapsed $STEP)"
 
 CHECKPOINT="$(cat "$WORK_DIR/last_checkpoint")"
 log "4/4 evaluating $CHECKPOINT with tools/test.py"
 STEP=$SECONDS
-"$PY" tools/test.py "$CONFIG" "$CHECKPOINT" --work-dir "$WORK_DIR" | tee "$WORK_DIR/test_output.txt"
+OMP_NUM_THREADS="$THREADS" "$PY" tools/test.py "$CONFIG" "$CHECKPOINT" --work-dir "$WORK_DIR" | tee "$WORK_DIR/test_output.txt"
 log "evaluation took $(elapsed $STEP)"
 
 "$PY" - "$WORK_DIR/test_output.txt" <<'PY'

@@ -54,7 +54,9 @@ if "$VENV/bin/python" -c "import mmcv, mmcv.ops; assert mmcv.__version__ == '2.1
 else
   log "step 2/4: mmcv 2.1.0 with C++ ops (from pip's wheel cache, or compiled: 13-30 min on 2 cores)"
   pip_ install -q "setuptools<70"
-  MMCV_WITH_OPS=1 FORCE_CUDA=0 MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
+  # GNU nproc honours OMP_NUM_THREADS (1 under tools/run_demo.sh's training setting): count
+  # the cores the compiler may use without OpenMP's variables.
+  MMCV_WITH_OPS=1 FORCE_CUDA=0 MAX_JOBS="${MAX_JOBS:-$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)}" \
     pip_ install --no-build-isolation -c "$CONSTRAINTS" mmcv==2.1.0
 fi
 
