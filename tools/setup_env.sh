@@ -49,15 +49,40 @@ fi
 log "step 1/4: torch + torchvision (registry build, pinned)"
 pip_ install -q -c "$CONSTRAINTS" torch torchvision setuptools wheel
 
+# The compile's progress, one line per finished object: ninja numbers them "[k/N]". A cached
+# wheel prints none of these and installs in seconds.
+show_build_progress() {
+  awk -v start="$(date +%s)" '
+    match($0, /\[[0-9]+\/[0-9]+\]/) {
+      split(substr($0, RSTART + 1, RLENGTH - 2), n, "/"); done = n[1] - 1; total = n[2]
+      elapsed = systime() - start
+      eta = done > 0 ? sprintf(", about %d min left", elapsed / done * (total - done) / 60 + 0.5) : ""
+      printf "[setup_env] mmcv: compiling object %d of %d (%d min %02d s%s)\n", n[1], total, elapsed / 60, elapsed % 60, eta
+      fflush()
+    }
+    /Using cached mmcv|Successfully (built|installed)/ { print "[setup_env] mmcv: " $0; fflush() }'
+}
+
 if "$VENV/bin/python" -c "import mmcv, mmcv.ops; assert mmcv.__version__ == '2.1.0'" >/dev/null 2>&1; then
   log "step 2/4: mmcv 2.1.0 with ops already installed"
 else
-  log "step 2/4: mmcv 2.1.0 with C++ ops (from pip's wheel cache, or compiled: 13-30 min on 2 cores)"
-  pip_ install -q "setuptools<70"
   # GNU nproc honours OMP_NUM_THREADS (1 under tools/run_demo.sh's training setting): count
   # the cores the compiler may use without OpenMP's variables.
-  MMCV_WITH_OPS=1 FORCE_CUDA=0 MAX_JOBS="${MAX_JOBS:-$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)}" \
-    pip_ install --no-build-isolation -c "$CONSTRAINTS" mmcv==2.1.0
+  jobs="${MAX_JOBS:-$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)}"
+  log "step 2/4: mmcv 2.1.0 with its C++ ops: pip's wheel cache, or compiled ONCE per machine" \
+      "with $jobs jobs (about 12 min on 2 cores; the wheel is cached, later installs take seconds)"
+  # setuptools<70: mmcv's setup.py imports pkg_resources; ninja: parallel, numbered compile jobs
+  # (without it, torch's extension builder compiles one file at a time).
+  pip_ install -q "setuptools<70"
+  pip_ install -q -c "$CONSTRAINTS" ninja
+  build_log="$VENV/mmcv_build.log"
+  if ! MMCV_WITH_OPS=1 FORCE_CUDA=0 MAX_JOBS="$jobs" \
+      pip_ install -v --no-build-isolation -c "$CONSTRAINTS" mmcv==2.1.0 2>&1 \
+      | tee "$build_log" | show_build_progress; then
+    log "ERROR: installing mmcv failed; the last lines of $build_log:"
+    tail -n 30 "$build_log"
+    exit 1
+  fi
 fi
 
 log "step 3/4: OpenMMLab libraries, deploy and test tools"
