@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 
 @pytest.fixture(autouse=True)
@@ -19,3 +20,13 @@ def no_logger_writes_to_a_closed_stream():
             if getattr(getattr(handler, 'stream', None), 'closed', False):
                 logger.removeHandler(handler)
     yield
+
+
+@pytest.fixture
+def one_cpu_thread():
+    """One torch thread: on 2 shared cores a second OpenMP thread spin-waits whenever another
+    process wants the core, which made training and forward/backward passes many times slower."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -83,7 +83,8 @@ def _unpickling_error(path: Path, error: pickle.UnpicklingError, unsafe_hint: st
 
 
 def read_checkpoint(path: str | os.PathLike, map_location: Any = 'cpu',
-                    unsafe_full_unpickle: bool = False, unsafe_hint: str | None = None) -> Any:
+                    unsafe_full_unpickle: bool = False, unsafe_hint: str | None = None,
+                    mmap: bool = False) -> Any:
     """Loads a ``torch.save`` file with ``weights_only=True`` and an explicit allow-list.
 
     Args:
@@ -93,6 +94,8 @@ def read_checkpoint(path: str | os.PathLike, map_location: Any = 'cpu',
             from a trusted source: unpickling can execute code.
         unsafe_hint: The option of the calling tool that sets ``unsafe_full_unpickle``; named in
             the error for a blocked object. ``None``: the tool offers no such option.
+        mmap: Map the tensors' bytes instead of reading them (files in torch's zip format;
+            others are read): cheap when only the non-tensor entries, e.g. ``meta``, are needed.
 
     Raises:
         InputError: The file is missing, a directory, empty, truncated or corrupt, or refers to
@@ -107,11 +110,12 @@ def read_checkpoint(path: str | os.PathLike, map_location: Any = 'cpu',
     if size == 0:
         raise InputError(f'checkpoint {path} is empty (0 bytes): the download or copy did not '
                          'finish; fetch it again')
+    mmap = mmap and zipfile.is_zipfile(path)  # torch maps only its zip format
     try:
         if unsafe_full_unpickle:
-            return torch.load(path, map_location=map_location, weights_only=False)
+            return torch.load(path, map_location=map_location, weights_only=False, mmap=mmap)
         with _allowed_types(checkpoint_allowed_types()):
-            return torch.load(path, map_location=map_location, weights_only=True)
+            return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as error:
         raise _unpickling_error(path, error, unsafe_hint) from error
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, KeyError,

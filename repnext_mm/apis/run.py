@@ -25,10 +25,10 @@ def apply_fused_checkpoint_options(cfg: Config, checkpoint_path: str) -> None:
     """Builds the fused structure for a checkpoint written by the reparameterize tool.
 
     Its ``meta`` records the ``--cfg-options`` that build the fused model; they are applied
-    (and said) unless the config already sets them. (The runner reads the file again to load
-    it: reading twice costs a fraction of a second, a cache would hold a model's weights.)
+    (and said) unless the config already sets them. Only the meta is needed here: the tensors are
+    mapped, not read (the runner reads them when it loads the model).
     """
-    options = fused_checkpoint_options(read_checkpoint(checkpoint_path))
+    options = fused_checkpoint_options(read_checkpoint(checkpoint_path, mmap=True))
     if not options:
         return
     missing = {k: v for k, v in options.items() if lookup_key(cfg, k.split('.')) != v}

@@ -204,3 +204,11 @@ def test_only_a_missing_batch_counter_is_tolerated():
     del state['1.running_var']
     with pytest.raises(InputError, match=r'1 missing \(e\.g\. 1\.running_var\)'):
         load_state_dict_checked(tiny_model(), state, 'x.pth')
+
+
+def test_a_mapped_read_gives_the_same_checkpoint(tmp_path):
+    path = tmp_path / 'ckpt.pth'
+    torch.save(dict(state_dict={'w': torch.randn(8, 8)}, meta=dict(epoch=3)), path)
+    mapped, read = read_checkpoint(path, mmap=True), read_checkpoint(path)
+    assert mapped['meta'] == read['meta'] == dict(epoch=3)
+    assert torch.equal(mapped['state_dict']['w'], read['state_dict']['w'])

@@ -19,16 +19,6 @@ SHAPES_CONFIG = CONFIG_DIR / 'mask_rcnn_repnext_m0_fpn_shapes.py'
 ALL_CONFIGS = sorted(CONFIG_DIR.glob('*.py'))
 
 
-@pytest.fixture
-def one_thread():
-    # One intra-op thread: on a small shared CPU, a second one spin-waits whenever another
-    # process wants the core and makes these forward/backward passes several times slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def load(path: Path) -> Config:
     return Config.fromfile(str(path))
 
@@ -164,7 +154,7 @@ def one_image_batch(size: int = 64) -> dict:
 
 
 @pytest.mark.parametrize('config', ALL_CONFIGS, ids=lambda path: path.stem)
-def test_config_builds_and_runs_one_batch(config, one_thread):
+def test_config_builds_and_runs_one_batch(config, one_cpu_thread):
     from mmdet.registry import MODELS
     from mmengine.registry import init_default_scope
 
