@@ -68,7 +68,7 @@ if __name__ == '__main__':
             'mmdet': ['mmdet>=3.0.0,<3.4.0', 'pycocotools'],
             'mmseg': ['mmsegmentation>=1.0.0,<1.3.0', 'ftfy', 'regex'],
             'mmpretrain': ['mmpretrain>=1.0.0,<1.3.0'],
-            'deploy': ['onnx', 'onnxruntime', 'coremltools'],
+            'deploy': ['onnx', 'onnxruntime', 'openvino', 'coremltools'],
             # mim imports pkg_resources without declaring setuptools, which drops it in 81.
             'mim': ['openmim', 'setuptools>=64,<81'],
             'tests': ['pytest'],

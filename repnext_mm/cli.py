@@ -49,6 +49,14 @@ class CfgOptionsAction(argparse.Action):
         setattr(namespace, self.dest, options)
 
 
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """``config [checkpoint]``: the model a deploy / analysis tool works on (random weights
+    without a checkpoint)."""
+    parser.add_argument('config', help='classifier, detector or segmentor config')
+    parser.add_argument('checkpoint', nargs='?', default=None,
+                        help='training or fused checkpoint (omit for random weights)')
+
+
 def add_cfg_options_argument(parser: argparse.ArgumentParser) -> None:
     """Adds the ``--cfg-options`` argument every config-driven tool takes."""
     parser.add_argument(

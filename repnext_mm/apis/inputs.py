@@ -50,16 +50,16 @@ def check_pretrained_files(cfg: Config) -> None:
                 f'--cfg-options {init_key}=None')
 
 
-def _dataset_configs(node: Any, key: str) -> Iterator[tuple[str, dict]]:
+def dataset_configs(node: Any, key: str) -> Iterator[tuple[str, dict]]:
     """The leaf dataset dicts under a dataset config, through wrappers (Repeat, Concat, ...)."""
     if isinstance(node, (list, tuple)):
         for index, item in enumerate(node):
-            yield from _dataset_configs(item, f'{key}.{index}')
+            yield from dataset_configs(item, f'{key}.{index}')
     elif isinstance(node, dict):
         if 'dataset' in node:
-            yield from _dataset_configs(node['dataset'], f'{key}.dataset')
+            yield from dataset_configs(node['dataset'], f'{key}.dataset')
         elif 'datasets' in node:
-            yield from _dataset_configs(node['datasets'], f'{key}.datasets')
+            yield from dataset_configs(node['datasets'], f'{key}.datasets')
         else:
             yield key, node
 
@@ -85,7 +85,7 @@ def check_data(cfg: Config, splits: Sequence[str]) -> None:
         loader = cfg.get(f'{split}_dataloader')
         if not loader:
             continue
-        for key, dataset in _dataset_configs(loader.get('dataset'), f'{split}_dataloader.dataset'):
+        for key, dataset in dataset_configs(loader.get('dataset'), f'{split}_dataloader.dataset'):
             if dataset.get('backend_args'):
                 continue  # remote storage: nothing to check locally
             data_root = dataset.get('data_root') or ''

@@ -6,25 +6,28 @@ Variants (all hold the same weights and are checked to compute the same function
 - the authors' partial fusion: SRP branch sets merged and conv+BN pairs folded, but the BN after
   every chunk / copy conv left standalone (built here from this package's modules);
 - the full fusion (``RepNeXt.switch_to_deploy``: no BN left) in eager NCHW and channels_last,
-  TorchScript frozen and ONNX Runtime (CPU), and optionally ``torch.compile``.
+  TorchScript frozen, ONNX Runtime and OpenVINO (CPU, both on the same exported file), and
+  optionally ``torch.compile``.
 
 The compute floor is ``2 x MACs / (GEMM FLOP/s)``, the GEMM rate measured by a large
-``torch.matmul`` timed alongside the variants.
+``torch.matmul`` timed in the same rounds as the variants, at the same thread count
+(:func:`floor_samples`).
 """
 from __future__ import annotations
 
 import copy
 import importlib.util
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
 
+from repnext_mm.deploy.verify import RELATIVE_TOLERANCE, compare_outputs
 from repnext_mm.models.utils.reparameterize import count_batchnorms
 from repnext_mm.models.backbones.repnext import ConvNorm, RepDWConvM, RepDWConvS, RepNeXt
 from .counting import count_macs
-from .runtimes import export_onnxruntime_runner, torch_runner
+from .runtimes import export_for_timing, onnxruntime_runner, openvino_runner, torch_runner
 
 FUSED_BATCH, FUSED_SIZE = 1, 512
 GEMM_SIZE = {'cpu': 2048, 'cuda': 8192}
@@ -34,8 +37,11 @@ PARTIAL_ORT = "authors' partial fusion, ONNX Runtime"
 FULL_PREFIX = 'full fusion'
 FULL_EAGER = 'full fusion, eager NCHW'
 FULL_ORT = 'full fusion, ONNX Runtime'
+FULL_OPENVINO = 'full fusion, OpenVINO'
+#: The matmul's name in a round-robin beside the models.
+GEMM = 'GEMM'
 #: Largest relative difference from the unfused outputs a variant may show.
-OUTPUT_TOLERANCE = 1e-4
+OUTPUT_TOLERANCE = RELATIVE_TOLERANCE
 
 Variants = dict[str, Callable[[], object]]
 
@@ -68,21 +74,33 @@ def fusion_forms(arch: str | dict) -> dict[str, RepNeXt]:
     return dict(unfused=unfused, partial=authors_partial_fusion(unfused), fused=fused)
 
 
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
 def _cpu_runtime_variants(forms: dict[str, RepNeXt], x: Tensor, threads: int,
                           workdir: Path) -> Variants:
-    """TorchScript and (if installed) ONNX Runtime forms, which run on the CPU only."""
+    """TorchScript, ONNX Runtime and OpenVINO forms (those installed), which run on the CPU only.
+
+    Each form is exported once; ONNX Runtime and OpenVINO run the same file.
+    """
     fused = forms['fused']
     with torch.no_grad():
         frozen = torch.jit.optimize_for_inference(torch.jit.freeze(
             torch.jit.trace(fused, x, check_trace=False).eval()))
     variants = {'full fusion, TorchScript frozen': torch_runner(frozen, x)}
-    if importlib.util.find_spec('onnxruntime') is None:
-        print('  (onnxruntime not installed: ONNX Runtime rows skipped)')
+    if not _installed('onnxruntime'):  # the exporter needs it (deploy.onnx_export.require_onnx)
+        print('  (onnxruntime not installed: ONNX Runtime and OpenVINO rows skipped)')
         return variants
     names = [f'stage{index}' for index in fused.out_indices]
-    variants[PARTIAL_ORT] = export_onnxruntime_runner(forms['partial'], x,
-                                                      workdir / 'partial.onnx', names, threads)
-    variants[FULL_ORT] = export_onnxruntime_runner(fused, x, workdir / 'fused.onnx', names, threads)
+    partial_onnx = export_for_timing(forms['partial'], x, workdir / 'partial.onnx', names)
+    fused_onnx = export_for_timing(fused, x, workdir / 'fused.onnx', names)
+    variants[PARTIAL_ORT] = onnxruntime_runner(partial_onnx, x, threads)
+    variants[FULL_ORT] = onnxruntime_runner(fused_onnx, x, threads)
+    if _installed('openvino'):
+        variants[FULL_OPENVINO] = openvino_runner(fused_onnx, x, threads)
+    else:
+        print('  (openvino not installed: OpenVINO row skipped)')
     return variants
 
 
@@ -94,23 +112,33 @@ def _compiled_variant(fused_channels_last: nn.Module, x_channels_last: Tensor) -
 
 
 def check_same_outputs(variants: Variants, reference: str = UNFUSED,
-                       tolerance: float = OUTPUT_TOLERANCE) -> None:
-    """Raises ``RuntimeError`` if a variant's outputs differ from ``reference``'s."""
-    expected = variants[reference]()
+                       tolerance: float = OUTPUT_TOLERANCE) -> dict[str, float]:
+    """Runs every variant once and compares its outputs with ``reference``'s.
+
+    Returns:
+        ``{label: largest relative difference}`` (see
+        :func:`~repnext_mm.deploy.verify.compare_outputs`).
+
+    Raises:
+        RuntimeError: a variant differs by more than ``tolerance`` (relative).
+    """
+    expected = [torch.as_tensor(out).cpu() for out in variants[reference]()]
+    differences = {}
     for label, fn in variants.items():
-        for out, ref in zip(fn(), expected):
-            out = torch.as_tensor(out).to(ref.device)
-            error = ((out - ref).abs().max() / ref.abs().max()).item()
-            if error > tolerance:
-                raise RuntimeError(f'{label} differs from {reference} (max rel. error '
-                                   f'{error:.1e})')
+        difference = compare_outputs([torch.as_tensor(out).cpu() for out in fn()], expected)
+        if not difference.within(tolerance):
+            raise RuntimeError(f'{label} differs from {reference}: {difference} (tolerance '
+                               f'{tolerance:.0e})')
+        differences[label] = difference.max_rel
+    return differences
 
 
 def build_fused_variants(arch: str | dict, device: str, threads: int, use_compile: bool,
                          workdir: Path, size: int = FUSED_SIZE) -> tuple[Variants, dict]:
     """Returns ``{label: zero-arg forward}`` and facts about the models (MACs, BN counts).
 
-    Every variant is checked against the unfused model before it is returned.
+    Every variant is checked against the unfused model before it is returned; its largest
+    relative difference is in ``facts['max_rel_error']``.
     """
     forms = fusion_forms(arch)
     unfused, partial, fused = (forms[name].to(device) for name in ('unfused', 'partial', 'fused'))
@@ -127,7 +155,7 @@ def build_fused_variants(arch: str | dict, device: str, threads: int, use_compil
     if use_compile:
         variants.update(_compiled_variant(fused_cl, x_cl))
     try:
-        check_same_outputs(variants)
+        facts['max_rel_error'] = check_same_outputs(variants)
     except RuntimeError as error:
         raise RuntimeError(f'{arch}: {error}') from error
     return variants, facts
@@ -139,3 +167,13 @@ def gemm_callable(device: str) -> tuple[Callable[[], object], float]:
     a = torch.randn(n, n, device=device)
     b = torch.randn(n, n, device=device)
     return (lambda: torch.matmul(a, b)), 2.0 * n ** 3
+
+
+def floor_samples(macs: float, gemm_seconds: Sequence[float], gemm_flop: float) -> list[float]:
+    """The compute floor ``2 x macs / (GEMM FLOP/s)`` of each round, in seconds.
+
+    ``gemm_seconds`` are the GEMM's per-round times from the round-robin that timed the models,
+    so :func:`~repnext_mm.benchmark.timing.paired_ratio` of a model's samples and these gives
+    its "x floor" with the load of each round cancelled.
+    """
+    return [2.0 * macs * seconds / gemm_flop for seconds in gemm_seconds]

@@ -1,6 +1,7 @@
 """The latency report of ``tools/analysis/benchmark.py``: models in, table and rows out."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ class LatencySettings:
     batch_size: int = 1
     warmup: int = 10
     runs: int = 50
-    threads: int | None = None
+    threads: list[int] | None = None  # each count is one full measurement
     max_batch: int = 4096
     include_unfused: bool = True
     dataset: bool = False
@@ -45,7 +46,9 @@ class LatencySettings:
             raise InputError(f'--batch-size must be >= 1, got {self.batch_size}')
         if self.shape and min(self.shape) < 32:
             raise InputError(f'--shape must be at least 32x32, got {self.shape[0]}x{self.shape[1]}')
-        if self.dataset and (len(self.backend) != 1 or self.backend[0] == 'onnxruntime'):
+        if self.threads and min(self.threads) < 1:
+            raise InputError(f'--threads must be >= 1, got {min(self.threads)}')
+        if self.dataset and (len(self.backend) != 1 or self.backend[0] not in ('torch', 'cuda')):
             raise InputError('--dataset runs the whole torch model: pass --backend torch (CPU) '
                              'or --backend cuda')
         if self.out:
@@ -84,21 +87,31 @@ def _measure(settings: LatencySettings, label: str, prepared: Any, threads: int)
                            settings.include_unfused, settings.max_batch, settings.progress)
 
 
+def _load_average() -> str:
+    return ', '.join(f'{value:.2f}' for value in os.getloadavg())
+
+
 def run_latency(settings: LatencySettings) -> list[dict]:
     """Times every model as asked, prints the Markdown table and speed-ups, writes ``out``.
 
+    Each thread count in ``settings.threads`` is a full measurement of every model and backend.
+
     Returns:
-        The rows (one per model, backend and form).
+        The rows (one per thread count, model, backend and form).
     """
     settings.check()
-    threads = set_threads(settings.threads)
-    print(f'machine: {describe_cpu()}; torch {torch.__version__} with {threads} intra-op threads')
     models = _prepared_models(settings)
     for _, prepared in models:
         for note in prepared.notes:
             print(f'note: {note}')
-    rows = [row for label, prepared in models
-            for row in _measure(settings, label, prepared, threads)]
+    rows = []
+    for requested in settings.threads or [None]:
+        threads = set_threads(requested)
+        print(f'machine: {describe_cpu()}; torch {torch.__version__} with {threads} intra-op '
+              f'threads; load average {_load_average()} (other work on this machine)')
+        rows += [row for label, prepared in models
+                 for row in _measure(settings, label, prepared, threads)]
+    print(f'load average at the end: {_load_average()}')
     print()
     print(markdown_table(rows))
     for line in speedup_summary(rows):

@@ -1,14 +1,17 @@
-"""Runners for the timer: eager torch and ONNX Runtime, and the threads and CPU they run on.
+"""Runners for the timer: eager torch, ONNX Runtime and OpenVINO, and the threads and CPU they use.
 
 A runner is a zero-argument call that runs one forward on fixed inputs and returns its outputs,
-so every backend is timed (and checked) the same way.
+so every backend is timed (and checked) the same way. ONNX Runtime and OpenVINO run the same
+``.onnx`` file (:func:`export_for_timing`).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from types import ModuleType
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -23,6 +26,21 @@ def set_threads(threads: int | None) -> int:
             raise InputError(f'--threads must be >= 1, got {threads}')
         torch.set_num_threads(threads)
     return torch.get_num_threads()
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[int]:
+    """Runs the block with ``threads`` torch intra-op threads, then restores the previous count.
+
+    Timed code is pinned to the thread count the other runtimes are given, so a ratio between
+    runtimes (or to the GEMM floor) never compares different thread counts.
+    """
+    previous = torch.get_num_threads()
+    set_threads(threads)
+    try:
+        yield threads
+    finally:
+        torch.set_num_threads(previous)
 
 
 def available_cores() -> int:
@@ -82,6 +100,26 @@ def torch_runner(module: nn.Module | Callable[[Tensor], Any],
     return forward
 
 
+def require_onnxruntime() -> ModuleType:
+    """``onnxruntime``, or an InputError naming the install command."""
+    try:
+        import onnxruntime
+    except ImportError as error:
+        raise InputError('ONNX Runtime is not installed: pip install onnxruntime '
+                         '(with -c requirements/constraints.txt)') from error
+    return onnxruntime
+
+
+def require_openvino() -> ModuleType:
+    """``openvino``, or an InputError naming the install command."""
+    try:
+        import openvino
+    except ImportError as error:
+        raise InputError('OpenVINO is not installed: pip install openvino (or the deploy '
+                         'extra: pip install "repnext_mm[deploy]")') from error
+    return openvino
+
+
 def onnxruntime_session(path: str | os.PathLike, threads: int | None = None):
     """An ONNX Runtime CPU session with all graph optimizations.
 
@@ -91,11 +129,7 @@ def onnxruntime_session(path: str | os.PathLike, threads: int | None = None):
             parallelism is off: a sequential graph gains nothing from it and it would compete
             with the intra-op threads for the cores.
     """
-    try:
-        import onnxruntime as ort
-    except ImportError as error:
-        raise InputError('ONNX Runtime is not installed: pip install onnxruntime '
-                         '(with -c requirements/constraints.txt)') from error
+    ort = require_onnxruntime()
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
@@ -112,16 +146,69 @@ def onnxruntime_runner(onnx_path: str | os.PathLike, inputs: Tensor,
     return lambda: session.run(None, feed)
 
 
-def export_onnxruntime_runner(module: nn.Module, inputs: Tensor, path: str | os.PathLike,
-                              output_names: Sequence[str],
-                              threads: int | None = None) -> Callable[[], list]:
-    """Exports ``module`` at the shape of ``inputs`` to ``path`` and returns its runner.
+def openvino_model(path: str | os.PathLike, threads: int | None = None):
+    """An OpenVINO CPU compiled model of an ONNX file, pinned to fp32 and single-stream latency.
+
+    OpenVINO's CPU plugin may otherwise run in bf16 or fp16 where the CPU supports it (its
+    default precision hint), which would time a different computation than the other backends.
+
+    Args:
+        path: The ``.onnx`` file.
+        threads: ``INFERENCE_NUM_THREADS`` (default: OpenVINO's choice, one per core).
+    """
+    ov = require_openvino()
+    import openvino.properties as props
+    import openvino.properties.hint as hints
+
+    config = {hints.inference_precision: ov.Type.f32,
+              hints.performance_mode: hints.PerformanceMode.LATENCY, props.num_streams: 1}
+    if threads:
+        config[props.inference_num_threads] = threads
+    core = ov.Core()
+    return core.compile_model(core.read_model(str(path)), 'CPU', config)
+
+
+def openvino_runner(onnx_path: str | os.PathLike, inputs: Tensor,
+                    threads: int | None = None) -> Callable[[], list]:
+    """A zero-argument call running an ONNX model with OpenVINO on ``inputs`` (numpy arrays out).
+
+    The outputs are copies, as ONNX Runtime's are (OpenVINO would otherwise hand out views of
+    buffers that the next call overwrites).
+    """
+    compiled = openvino_model(onnx_path, threads)
+    request = compiled.create_infer_request()
+    feed = {0: inputs.cpu().numpy()}  # kept alive here, so OpenVINO may read it in place
+    outputs = list(compiled.outputs)
+
+    def forward() -> list:
+        result = request.infer(feed, share_inputs=True, share_outputs=False)
+        return [result[output] for output in outputs]
+    return forward
+
+
+#: The runners of an exported ``.onnx`` file, by backend name.
+ONNX_RUNNERS: dict[str, Callable[..., Callable[[], list]]] = {
+    'onnxruntime': onnxruntime_runner, 'openvino': openvino_runner}
+
+
+def export_for_timing(module: nn.Module, inputs: Tensor, path: str | os.PathLike,
+                      output_names: Sequence[str]) -> Path:
+    """Exports ``module`` at the shape of ``inputs`` to ``path`` (overwritten) and returns it.
 
     The export is :func:`repnext_mm.deploy.onnx_export.export_onnx` (the graph the deploy tools
-    write) without its parity check: timing callers compare outputs themselves.
+    write) without its parity check: timing callers compare outputs themselves, on every backend
+    that runs the file.
     """
     from repnext_mm.deploy.onnx_export import export_onnx  # deploy imports this module
 
     export_onnx(module, tuple(inputs.shape[-2:]), Path(path), list(output_names),
                 batch_size=inputs.shape[0], force=True, check_parity=False, log=lambda _: None)
-    return onnxruntime_runner(path, inputs, threads)
+    return Path(path)
+
+
+def export_onnxruntime_runner(module: nn.Module, inputs: Tensor, path: str | os.PathLike,
+                              output_names: Sequence[str],
+                              threads: int | None = None) -> Callable[[], list]:
+    """Exports ``module`` at the shape of ``inputs`` to ``path`` and returns its runner."""
+    return onnxruntime_runner(export_for_timing(module, inputs, path, output_names), inputs,
+                              threads)

@@ -31,10 +31,11 @@ from torch import Tensor, nn
 
 from repnext_mm.models.backbones.repnext import RepNeXt
 from repnext_mm.utils.errors import InputError
-from .fused import (FULL_EAGER, FULL_ORT, FULL_PREFIX, FUSED_BATCH, FUSED_SIZE, PARTIAL_EAGER,
-                    PARTIAL_ORT, UNFUSED, build_fused_variants, gemm_callable)
+from .fused import (FULL_EAGER, FULL_OPENVINO, FULL_ORT, FULL_PREFIX, FUSED_BATCH, FUSED_SIZE,
+                    GEMM, PARTIAL_EAGER, PARTIAL_ORT, UNFUSED, build_fused_variants,
+                    floor_samples, gemm_callable)
 from .gpu import cuda_throughput
-from .runtimes import choose_threads, describe_cpu
+from .runtimes import choose_threads, describe_cpu, torch_threads
 from .timing import paired_ratio, round_robin, spread_ms
 from .training import (LAYOUTS, MEMORY_METHOD, TRAIN_BATCH, TRAIN_FORMS, TRAIN_SIZE,
                        TrainingCase, cuda_training_memory, image_hw, measure_training_memory,
@@ -215,62 +216,81 @@ def section_train(archs: list[str], repeats: int, device: str, threads: int,
 # (b) fused forms at 512x512
 # --------------------------------------------------------------------------------------------
 def _print_fused_table(arch_label: str, times: dict[str, list[float]], facts: dict,
-                       gemm_rate: float, floor_s: float, best: str) -> None:
+                       gemm_rate: float, floor: list[float], threads: int, best: str) -> None:
     unfused, partial = times[UNFUSED], times[PARTIAL_EAGER]
     print(f'\n  {arch_label}: {facts["gmacs_fused"]:.2f} GMACs fused; BatchNorms: unfused '
           f'{facts["bn_unfused"]}, partial {facts["bn_partial"]}, full {facts["bn_fused"]}; '
-          f'GEMM {gemm_rate / 1e9:.1f} GFLOP/s -> compute floor {floor_s * 1e3:.1f} ms '
-          f'(load average now {_load_average():.2f})')
+          f'GEMM {gemm_rate / 1e9:.1f} GFLOP/s (threads={threads}) -> compute floor '
+          f'{statistics.median(floor) * 1e3:.1f} ms (load average now {_load_average():.2f})')
     print(f'  {"variant":44s} {"median ms":>9s} {"range ms":>11s} {"vs unfused":>10s} '
           f'{"vs partial":>10s} {"x floor":>7s}')
     for label, samples in times.items():
-        median = statistics.median(samples)
         mark = '  <- best' if label == best else ''
-        print(f'  {label:44s} {median * 1e3:9.1f} {spread_ms(samples):>11s} '
+        print(f'  {label:44s} {statistics.median(samples) * 1e3:9.1f} {spread_ms(samples):>11s} '
               f'{paired_ratio(unfused, samples):9.2f}x {paired_ratio(partial, samples):9.2f}x '
-              f'{median / floor_s:7.1f}{mark}')
+              f'{paired_ratio(samples, floor):7.2f}{mark}')
 
 
-def _fused_summary(times: dict[str, list[float]], best: str, floor_s: float) -> dict:
-    """Best path vs partial fusion and unfused; full vs partial in the same runtime; printed."""
+def _fused_summary(times: dict[str, list[float]], best: str, floor: list[float]) -> dict:
+    """Best path vs partial fusion, unfused and the floor; full vs partial in the same runtime;
+    OpenVINO vs ONNX Runtime on the same file; printed."""
     partial = times[PARTIAL_EAGER]
     summary = dict(best=best, best_vs_partial_eager=paired_ratio(partial, times[best]),
                    best_vs_unfused=paired_ratio(times[UNFUSED], times[best]),
+                   best_x_floor=paired_ratio(times[best], floor),
                    eager_vs_partial_eager=paired_ratio(partial, times[FULL_EAGER]))
     if PARTIAL_ORT in times:
         summary['ort_full_vs_ort_partial'] = paired_ratio(times[PARTIAL_ORT], times[FULL_ORT])
     print(f'  best ({best}): {summary["best_vs_partial_eager"]:.2f}x faster than the authors\' '
           f'partial fusion in eager PyTorch, {summary["best_vs_unfused"]:.2f}x faster than '
-          f'unfused; {statistics.median(times[best]) / floor_s:.1f}x the compute floor')
+          f'unfused; {summary["best_x_floor"]:.2f}x the compute floor')
     print(f'  same runtime: full vs partial fusion, eager {summary["eager_vs_partial_eager"]:.2f}x'
           + (f', ONNX Runtime {summary["ort_full_vs_ort_partial"]:.2f}x'
              if 'ort_full_vs_ort_partial' in summary else ''))
+    if FULL_OPENVINO in times:
+        summary['openvino_time_vs_ort'] = paired_ratio(times[FULL_OPENVINO], times[FULL_ORT])
+        print(f'  same ONNX file: OpenVINO takes {summary["openvino_time_vs_ort"]:.2f}x ONNX '
+              "Runtime's time")
     return summary
 
 
 def fused_arch(arch: str | dict, repeats: int, device: str, threads: int, use_compile: bool,
                workdir: Path, size: int = FUSED_SIZE, progress: bool = True) -> dict:
-    """Section (b) for one arch: every fused variant and the GEMM, timed together, printed."""
-    variants, facts = build_fused_variants(arch, device, threads, use_compile, workdir, size)
-    gemm, gemm_flop = gemm_callable(device)
-    times = round_robin({**variants, 'GEMM': gemm}, warmup=2, runs=repeats,
-                        synchronize=_synchronizer(device), progress=progress,
-                        label=f'{_arch_label(arch)} fused forwards')
-    del variants
+    """Section (b) for one arch: every fused variant and the GEMM, timed together, printed.
+
+    The GEMM runs in every round beside the variants and at the same thread count, so the
+    floor of each round saw the load that round's variants saw.
+    """
+    with torch_threads(threads):
+        variants, facts = build_fused_variants(arch, device, threads, use_compile, workdir, size)
+        gemm, gemm_flop = gemm_callable(device)
+        times = round_robin({**variants, GEMM: gemm}, warmup=2, runs=repeats,
+                            synchronize=_synchronizer(device), progress=progress,
+                            label=f'{_arch_label(arch)} fused forwards')
+    del variants, gemm
     gc.collect()
-    gemm_rate = gemm_flop / statistics.median(times.pop('GEMM'))
-    floor_s = 2 * facts['gmacs_fused'] * 1e9 / gemm_rate
+    gemm_times = times.pop(GEMM)
+    gemm_rate = gemm_flop / statistics.median(gemm_times)
+    floor = floor_samples(facts['gmacs_fused'] * 1e9, gemm_times, gemm_flop)
     full = [label for label in times if label.startswith(FULL_PREFIX)]
     best = min(full, key=lambda label: statistics.median(times[label]))
-    _print_fused_table(_arch_label(arch), times, facts, gemm_rate, floor_s, best)
-    return dict(times_s=times, facts=facts, gemm_flops=gemm_rate, floor_s=floor_s,
-                **_fused_summary(times, best, floor_s))
+    _print_fused_table(_arch_label(arch), times, facts, gemm_rate, floor, threads, best)
+    return dict(times_s=times, facts=facts, gemm_s=gemm_times, gemm_flops=gemm_rate,
+                floor_s=statistics.median(floor), threads=threads,
+                **_fused_summary(times, best, floor))
 
 
 def section_fused(archs: list[str], repeats: int, device: str, threads: int, use_compile: bool,
                   workdir: Path, progress: bool = True) -> dict:
     """(b) Fused backbone forward of every arch at 512x512, batch 1."""
-    print(f'(b) Fused backbone forward, batch {FUSED_BATCH}, {FUSED_SIZE}x{FUSED_SIZE}, {device}')
+    print(f'(b) Fused backbone forward, batch {FUSED_BATCH}, {FUSED_SIZE}x{FUSED_SIZE}, {device}, '
+          f'threads={threads} (the floor\'s GEMM too)')
+    if device == 'cpu' and threads > 1:
+        # Each runtime's thread pool spins after a call and takes the cores from the next one.
+        print('    note: all runtimes share one round-robin here, and above 1 thread their thread '
+              'pools compete (M0 at 64x64, 2 threads, 2 busy cores: eager torch took 553 ms beside '
+              'ONNX Runtime, 96-147 ms alone); tools/analysis/benchmark.py times each backend in '
+              'its own rounds')
     results = {arch: fused_arch(arch, repeats, device, threads, use_compile, workdir, FUSED_SIZE,
                                 progress)
                for arch in archs}

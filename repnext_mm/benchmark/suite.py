@@ -6,10 +6,16 @@ results can be written as CSV or JSON and rendered as a Markdown table (:mod:`.t
 "Unfused" is the training structure holding the same weights, run in eval mode with every SRP
 branch computed separately (``srp_forward='branches'``, as in the authors' training graph) and
 every BatchNorm separate: the cost that structural reparameterization removes.
+
+On the CPU, the forms of a model on one backend are timed in one round-robin together with the
+GEMM of the compute floor (:func:`~repnext_mm.benchmark.fused.floor_samples`), all at the same
+thread count, so each row's ``x_floor`` is a paired ratio from the same rounds.
 """
 from __future__ import annotations
 
 import copy
+import os
+import statistics
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -22,12 +28,16 @@ from repnext_mm.apis.model import PreparedModel
 from repnext_mm.deploy.exportable import ExportWrapper
 from repnext_mm.utils.errors import InputError
 from .counting import count_macs, count_params
+from .fused import GEMM, check_same_outputs, floor_samples, gemm_callable
 from .gpu import cuda_throughput, require_cuda
-from .runtimes import describe_cpu, export_onnxruntime_runner, torch_runner
-from .timing import TimingStats, round_robin, time_interleaved
+from .runtimes import (ONNX_RUNNERS, describe_cpu, export_for_timing, require_onnxruntime,
+                       require_openvino, torch_runner, torch_threads)
+from .timing import TimingStats, paired_ratio, round_robin
 
-BACKENDS = ('torch', 'onnxruntime', 'cuda')
+BACKENDS = ('torch', 'onnxruntime', 'openvino', 'cuda')
 FORMS = ('fused', 'unfused')
+
+Runner = Callable[[], object]
 
 
 def _forms(prepared: PreparedModel, include_unfused: bool) -> list[tuple[str, nn.Module]]:
@@ -40,40 +50,127 @@ def _forms(prepared: PreparedModel, include_unfused: bool) -> list[tuple[str, nn
 
 
 def _model_facts(prepared: PreparedModel, label: str, form: str, wrapper: ExportWrapper,
-                 shape: tuple[int, int], warmup: int) -> dict[str, Any]:
+                 shape: tuple[int, int], macs: int, warmup: int) -> dict[str, Any]:
     """The columns a row takes from the model: names, size and MACs (per image)."""
     return dict(model=label, arch=prepared.arch or '', exported=wrapper.kind, form=form,
                 input=f'{shape[0]}x{shape[1]}', params_m=round(count_params(wrapper) / 1e6, 3),
-                gmacs=round(count_macs(wrapper, example_inputs(shape, 1)) / 1e9, 3),
-                warmup=warmup, weights=prepared.weights)
+                gmacs=round(macs / 1e9, 3), warmup=warmup, weights=prepared.weights)
 
 
-def _cpu_runners(backend: str, wrappers: dict[str, ExportWrapper], inputs: Tensor, threads: int,
-                 scratch: Path) -> tuple[dict[str, Callable[[], object]], str]:
-    """``{form: runner}`` on a CPU backend, and the backend's name for the rows."""
-    if backend == 'torch':
-        return {form: torch_runner(w, inputs) for form, w in wrappers.items()}, 'torch'
-    import onnxruntime
+def _check_backends(backends: Sequence[str]) -> None:
+    """Raises InputError for an unknown or unusable backend, before any work is done."""
+    unknown = [b for b in backends if b not in BACKENDS]
+    if unknown:
+        raise InputError(f'unknown backend(s) {unknown}; choose from {BACKENDS}')
+    if 'cuda' in backends:
+        require_cuda()  # fail before spending minutes on the CPU backends
+    if 'onnxruntime' in backends:
+        require_onnxruntime()
+    if 'openvino' in backends:
+        require_openvino()
+    if any(b in ONNX_RUNNERS for b in backends):
+        from repnext_mm.deploy.onnx_export import require_onnx
+        require_onnx()  # the export both ONNX backends run
 
-    runners = {form: export_onnxruntime_runner(w, inputs, scratch / f'{form}.onnx', w.output_names,
-                                               threads)
-               for form, w in wrappers.items()}
-    return runners, f'onnxruntime {onnxruntime.__version__}'
+
+def _backend_name(backend: str) -> str:
+    """The backend and its version, as the rows show it."""
+    if backend == 'onnxruntime':
+        return f'onnxruntime {require_onnxruntime().__version__}'
+    if backend == 'openvino':  # e.g. '2026.4.1-22982-e213a147257-releases/2026/4'
+        return f'openvino {require_openvino().__version__.split("-")[0]}'
+    return backend
 
 
-def _time_on_cpu(backend: str, wrappers: dict[str, ExportWrapper], facts: dict[str, dict],
-                 inputs: Tensor, threads: int, warmup: int, runs: int, progress: bool,
-                 title: str) -> list[dict[str, Any]]:
-    """The forms timed in alternation, so a change of background load affects both alike."""
-    with tempfile.TemporaryDirectory(prefix='repnext_mm_') as scratch:  # the ONNX files
-        runners, backend_name = _cpu_runners(backend, wrappers, inputs, threads, Path(scratch))
-        stats = time_interleaved(runners, warmup, runs, progress=progress,
-                                 label=f'{title} ({threads} threads)')
-    batch_size = inputs.shape[0]
-    return [dict(facts[form], backend=backend_name, batch_size=batch_size, threads=threads,
-                 device=describe_cpu(), **timing.as_dict(),
-                 images_per_s=batch_size / (timing.median_ms / 1e3))
-            for form, timing in stats.items()]
+def _cpu_runners(backends: Sequence[str], wrappers: dict[str, ExportWrapper], inputs: Tensor,
+                 threads: int, scratch: Path) -> dict[str, dict[str, Runner]]:
+    """``{backend: {form: runner}}``; every ONNX backend runs the same export of each form."""
+    runners: dict[str, dict[str, Runner]] = {}
+    if 'torch' in backends:
+        runners['torch'] = {form: torch_runner(w, inputs) for form, w in wrappers.items()}
+    onnx_backends = [b for b in backends if b in ONNX_RUNNERS]
+    if onnx_backends:
+        files = {form: export_for_timing(w, inputs, scratch / f'{form}.onnx', w.output_names)
+                 for form, w in wrappers.items()}
+        for backend in onnx_backends:
+            runners[backend] = {form: ONNX_RUNNERS[backend](path, inputs, threads)
+                                for form, path in files.items()}
+    return {backend: runners[backend] for backend in backends}  # in the order asked for
+
+
+def _output_differences(runners: dict[str, dict[str, Runner]],
+                        wrappers: dict[str, ExportWrapper], inputs: Tensor,
+                        label: str) -> dict[tuple[str, str], float]:
+    """Every runner's largest relative difference from eager torch, ``{(backend, form): ...}``.
+
+    Raises:
+        RuntimeError: a backend's outputs differ by more than 1e-4 relative; nothing is timed
+            then, as a latency of a different computation means nothing.
+    """
+    differences = {}
+    for form, wrapper in wrappers.items():
+        variants = {'eager torch': torch_runner(wrapper, inputs),
+                    **{backend: forms[form] for backend, forms in runners.items()}}
+        try:
+            checked = check_same_outputs(variants, reference='eager torch')
+        except RuntimeError as error:
+            raise RuntimeError(f'{label}, {form} form: {error}; not timed') from error
+        differences.update({(backend, form): checked[backend] for backend in runners})
+    return differences
+
+
+def _cpu_row(facts: dict, backend: str, samples: list[float], floor: list[float],
+             inputs: Tensor, threads: int) -> dict[str, Any]:
+    """One row: the timing and its ratio to the floor, paired per round."""
+    timing = TimingStats.from_seconds(samples)
+    return dict(facts, backend=_backend_name(backend), batch_size=inputs.shape[0],
+                threads=threads, device=describe_cpu(), **timing.as_dict(),
+                images_per_s=inputs.shape[0] / (timing.median_ms / 1e3),
+                x_floor=paired_ratio(samples, floor), floor_ms=statistics.median(floor) * 1e3)
+
+
+def _time_backend(backend: str, runners: dict[str, Runner], facts: dict[str, dict],
+                  floor_macs: float, inputs: Tensor, threads: int, warmup: int, runs: int,
+                  progress: bool, label: str) -> dict[str, dict[str, Any]]:
+    """One backend's forms and the floor's GEMM timed in alternation; ``{form: row}``."""
+    gemm, gemm_flop = gemm_callable('cpu')
+    samples = round_robin({**runners, GEMM: gemm}, warmup, runs, progress=progress, label=label)
+    gemm_times = samples.pop(GEMM)
+    floor = floor_samples(floor_macs * inputs.shape[0], gemm_times, gemm_flop)
+    measured = dict(gemm_gflops=gemm_flop / statistics.median(gemm_times) / 1e9,
+                    load_average=round(os.getloadavg()[0], 2))
+    return {form: dict(_cpu_row(facts[form], backend, times, floor, inputs, threads), **measured)
+            for form, times in samples.items()}
+
+
+def _time_on_cpu(backends: Sequence[str], wrappers: dict[str, ExportWrapper],
+                 facts: dict[str, dict], floor_macs: float, inputs: Tensor, threads: int,
+                 warmup: int, runs: int, progress: bool,
+                 label: str) -> dict[str, list[dict[str, Any]]]:
+    """Each backend's forms timed in alternation with the floor's GEMM, at ``threads``.
+
+    Backends are timed one after the other, not in one round-robin: each runtime keeps its own
+    thread pool, whose workers spin after a call, and above one thread they take the cores from
+    the next runtime's threads. Interleaved with ONNX Runtime, eager torch at 2 threads took
+    553 ms against 96-147 ms alone (M0, 64x64, on 2 cores busy with other work).
+
+    Args:
+        floor_macs: MACs of one image through the fused model: the floor of every row.
+
+    Returns:
+        ``{backend: [row per form]}``.
+    """
+    with torch_threads(threads), tempfile.TemporaryDirectory(prefix='repnext_mm_') as scratch:
+        runners = _cpu_runners(backends, wrappers, inputs, threads, Path(scratch))
+        differences = _output_differences(runners, wrappers, inputs, label)
+        rows = {}
+        for backend, forms in runners.items():
+            title = f'{label} ({" vs ".join(forms)}) on {backend} ({threads} threads)'
+            timed = _time_backend(backend, forms, facts, floor_macs, inputs, threads, warmup,
+                                  runs, progress, title)
+            rows[backend] = [dict(row, max_rel_error=differences[backend, form])
+                             for form, row in timed.items()]
+    return rows
 
 
 def _time_on_cuda(label: str, wrappers: dict[str, ExportWrapper], facts: dict[str, dict],
@@ -90,6 +187,15 @@ def _time_on_cuda(label: str, wrappers: dict[str, ExportWrapper], facts: dict[st
     return rows
 
 
+def _row_line(row: dict[str, Any]) -> str:
+    line = (f'{row["model"]} {row["form"]} on {row["backend"]}: median {row["median_ms"]:.2f} ms '
+            f'(IQR {row["iqr_ms"]:.2f} ms), {row["images_per_s"]:.1f} images/s')
+    if 'x_floor' in row:
+        line += (f', {row["x_floor"]:.2f}x the compute floor ({row["floor_ms"]:.2f} ms, GEMM '
+                 f'{row["gemm_gflops"]:.1f} GFLOP/s, threads={row["threads"]})')
+    return line
+
+
 def benchmark_model(prepared: PreparedModel, label: str, backends: Sequence[str],
                     shape: tuple[int, int], batch_size: int = 1, warmup: int = 10, runs: int = 50,
                     threads: int | None = None, backbone_only: bool = False,
@@ -97,33 +203,38 @@ def benchmark_model(prepared: PreparedModel, label: str, backends: Sequence[str]
                     log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Times the fused (and unfused) model on each backend; one row per backend and form.
 
-    On the CPU backends the forms are timed in alternation (see
-    :func:`~repnext_mm.benchmark.timing.round_robin`); the GPU protocol times each form at its
-    own largest batch.
+    On a CPU backend (torch, onnxruntime, openvino) the forms and a 2048x2048 fp32 GEMM are
+    timed in alternation (see :func:`~repnext_mm.benchmark.timing.round_robin`) at ``threads``
+    threads, after the outputs of the ONNX backends were checked against eager torch to 1e-4
+    relative. Each CPU row's ``x_floor`` is its time over the compute floor
+    ``2 x MACs(fused) / (GEMM FLOP/s)``, the median of the per-round ratios. The GPU protocol
+    times each form at its own largest batch.
+
+    Raises:
+        InputError: an unknown backend, or one that is not installed / has no device.
+        RuntimeError: an ONNX backend's outputs differ from torch's by more than 1e-4.
     """
-    unknown = [b for b in backends if b not in BACKENDS]
-    if unknown:
-        raise InputError(f'unknown backend(s) {unknown}; choose from {BACKENDS}')
-    if 'cuda' in backends:
-        require_cuda()  # fail before spending minutes on the CPU backends
+    _check_backends(backends)
     threads = threads or torch.get_num_threads()
     wrappers = {form: ExportWrapper(model, prepared.task, backbone_only).eval()
                 for form, model in _forms(prepared, include_unfused)}
-    facts = {form: _model_facts(prepared, label, form, wrapper, shape, warmup)
+    macs = {form: count_macs(wrapper, example_inputs(shape, 1))
+            for form, wrapper in wrappers.items()}
+    facts = {form: _model_facts(prepared, label, form, wrapper, shape, macs[form], warmup)
              for form, wrapper in wrappers.items()}
-    rows = []
-    for backend in backends:
-        if backend == 'cuda':
-            rows += _time_on_cuda(label, wrappers, facts, shape, max_batch, warmup, runs,
-                                  progress)
-        else:
-            rows += _time_on_cpu(backend, wrappers, facts, example_inputs(shape, batch_size),
-                                 threads, warmup, runs, progress,
-                                 f'{label} ({" vs ".join(wrappers)}) on {backend}')
+    by_backend: dict[str, list[dict[str, Any]]] = {}
+    cpu_backends = [b for b in backends if b != 'cuda']
+    if cpu_backends:
+        by_backend.update(_time_on_cpu(
+            cpu_backends, wrappers, facts, macs['fused'], example_inputs(shape, batch_size),
+            threads, warmup, runs, progress, label))
+    if 'cuda' in backends:
+        by_backend['cuda'] = _time_on_cuda(label, wrappers, facts, shape, max_batch, warmup, runs,
+                                           progress)
+    rows = [row for backend in backends for row in by_backend[backend]]
     for row in rows:
         row['torch_version'] = str(torch.__version__)
-        log(f'{row["model"]} {row["form"]} on {row["backend"]}: median {row["median_ms"]:.2f} ms '
-            f'(IQR {row["iqr_ms"]:.2f} ms), {row["images_per_s"]:.1f} images/s')
+        log(_row_line(row))
     return rows
 
 

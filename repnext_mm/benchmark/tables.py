@@ -15,9 +15,10 @@ from repnext_mm.utils.fileio import atomic_write_json, atomic_write_text, check_
 from repnext_mm.utils.errors import InputError
 from .runtimes import describe_cpu
 
+#: The Markdown table's columns. ``x_floor``: time over the compute floor (CPU rows only).
 COLUMNS = ('model', 'arch', 'exported', 'backend', 'form', 'input', 'batch_size', 'params_m',
            'gmacs', 'median_ms', 'iqr_ms', 'p25_ms', 'p75_ms', 'mean_ms', 'min_ms', 'runs',
-           'warmup', 'images_per_s', 'threads', 'device')
+           'warmup', 'images_per_s', 'x_floor', 'threads', 'device')
 
 
 def _cell(value: Any) -> str:
@@ -35,15 +36,21 @@ def markdown_table(rows: Sequence[dict], columns: Sequence[str] | None = None) -
     return '\n'.join(lines)
 
 
+def _pair_key(row: dict) -> tuple:
+    return row['model'], row['backend'], row['input'], row.get('threads')
+
+
 def speedup_summary(rows: Sequence[dict]) -> list[str]:
-    """``'<model> on <backend> at <input>: fused X ms vs unfused Y ms (Rx)'`` for each pair."""
+    """``'<model> on <backend> at <input> (threads=N): fused X ms vs unfused Y ms (Rx)'`` for
+    each pair of rows that differ only in the form."""
     lines = []
-    fused = {(r['model'], r['backend'], r['input']): r for r in rows if r.get('form') == 'fused'}
+    fused = {_pair_key(r): r for r in rows if r.get('form') == 'fused'}
     for row in rows:
-        key = (row['model'], row['backend'], row['input'])
+        key = _pair_key(row)
         if row.get('form') == 'unfused' and key in fused and fused[key]['median_ms']:
             ratio = row['median_ms'] / fused[key]['median_ms']
-            lines.append(f'{row["model"]} on {row["backend"]} at {row["input"]}: fused '
+            threads = f' (threads={row["threads"]})' if row.get('threads') else ''
+            lines.append(f'{row["model"]} on {row["backend"]} at {row["input"]}{threads}: fused '
                          f'{fused[key]["median_ms"]:.2f} ms vs unfused {row["median_ms"]:.2f} ms '
                          f'({ratio:.2f}x)')
     return lines

@@ -6,6 +6,12 @@ app passes a ``CVPixelBuffer`` directly: the data preprocessor's normalization
 (one scale for all channels: ``1 / mean(std)``) and an exact per-channel factor
 ``mean(std) / std_c`` folded into the first convolution's weights.
 
+Optionally the weights are compressed with ``coremltools.optimize.coreml`` (``compression``):
+int8 linear quantization or k-means palettization (a lookup table of 2^n values per tensor). The
+report then holds the package size before and after, the error of every compressed weight as
+coremltools decompresses it (``decompress_weights``), and the outputs of the model run in torch
+with those decompressed weights: what can be checked without Core ML's runtime.
+
 Core ML can only load, compile and run models on macOS/iOS; on Linux the package is converted
 and described (op histogram, kernel shapes, MACs) but not executed.
 """
@@ -15,22 +21,33 @@ import collections
 import copy
 import os
 import platform
+import re
 import statistics
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Literal, Mapping, Sequence
 
+import numpy as np
 import torch
+from torch import Tensor, nn
 
 from repnext_mm.benchmark.counting import count_macs, count_params
 from repnext_mm.utils.errors import InputError
 from .exportable import ExportWrapper, fold_input_channel_scale
+from .verify import example_inputs
 from repnext_mm.apis.model import Preprocessing
 from repnext_mm.utils.fileio import atomic_write, atomic_write_json, check_output_path
 
 Precision = Literal['fp16', 'fp32']
+#: ``--coreml-compress`` choices: int8 = per-channel symmetric linear quantization of the
+#: weights; palettizeN = per-tensor k-means lookup table of 2^N values (iOS 16 ops).
+COMPRESSIONS = ('none', 'int8', 'palettize8', 'palettize6', 'palettize4')
+#: Weights with fewer elements stay uncompressed (coremltools' default: a scale or lookup table
+#: per tensor would cost more than the few bytes saved).
+COMPRESSION_WEIGHT_THRESHOLD = 2048
 COMPUTE_UNITS = ('ALL', 'CPU_AND_NE', 'CPU_AND_GPU', 'CPU_ONLY')
 INPUT_NAME = 'image'
 
@@ -121,10 +138,153 @@ def _feature_shapes(spec) -> tuple[list[dict], list[dict]]:
             [describe(f) for f in spec.description.output])
 
 
+def compress_weights(mlmodel, compression: str):
+    """The ``mlmodel`` with its weights compressed by ``coremltools.optimize.coreml``.
+
+    Args:
+        mlmodel: A converted ML program.
+        compression: One of :data:`COMPRESSIONS` other than ``'none'``.
+    """
+    ct = require_coremltools()
+    optimize = ct.optimize.coreml
+    if compression == 'int8':
+        config = optimize.OpLinearQuantizerConfig(
+            mode='linear_symmetric', weight_threshold=COMPRESSION_WEIGHT_THRESHOLD)
+        return optimize.linear_quantize_weights(mlmodel, optimize.OptimizationConfig(config))
+    if compression.startswith('palettize'):
+        nbits = int(compression[len('palettize'):])
+        config = optimize.OpPalettizerConfig(mode='kmeans', nbits=nbits,
+                                             weight_threshold=COMPRESSION_WEIGHT_THRESHOLD)
+        return optimize.palettize_weights(mlmodel, optimize.OptimizationConfig(config))
+    raise InputError(f'--coreml-compress must be one of {", ".join(COMPRESSIONS)}, '
+                     f'got {compression!r}')
+
+
+def mil_weights(mlmodel) -> dict[str, np.ndarray]:
+    """``{name: value}`` of every constant of an ML program, compressed ones decompressed.
+
+    Uses coremltools' own ``decompress_weights`` and ``get_weights_metadata`` (both run on
+    Linux: they rewrite the MIL program, nothing is executed). A decompressed weight keeps its
+    compressed name (``..._quantized``, ``..._palettized``).
+    """
+    optimize = require_coremltools().optimize.coreml
+    decompressed = optimize.decompress_weights(mlmodel)
+    metadata = optimize.get_weights_metadata(decompressed, weight_threshold=0)
+    return {name: np.asarray(entry.val) for name, entry in metadata.items()}
+
+
+_COMPRESSED_SUFFIX = re.compile(r'_(quantized|palettized)$')
+
+
+def _torch_name(mil_name: str) -> str:
+    """MIL constant name -> ``_``-joined torch parameter name (``net_stem_0_conv_weight``)."""
+    return re.sub(r'_to_fp16$', '', _COMPRESSED_SUFFIX.sub('', mil_name))
+
+
+@torch.no_grad()
+def with_mil_weights(module: nn.Module,
+                     weights: Mapping[str, np.ndarray]) -> tuple[nn.Module, list[str]]:
+    """A copy of the traced ``module`` whose parameters are the ML program's constants.
+
+    The torch frontend names a parameter's constant after the parameter (``net.stem.0.conv.weight``
+    -> ``net_stem_0_conv_weight_to_fp16``); a constant that maps to no parameter of the same
+    shape is left out.
+
+    Returns:
+        The copy and the names of the constants that replaced a parameter.
+    """
+    module = copy.deepcopy(module)
+    params = {name.replace('.', '_'): p for name, p in module.named_parameters()}
+    replaced = []
+    for name, value in weights.items():
+        param = params.get(_torch_name(name))
+        if param is not None and tuple(param.shape) == value.shape:
+            param.copy_(torch.from_numpy(value.astype(np.float32)))
+            replaced.append(name)
+    return module, replaced
+
+
+def _relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
+    expected = expected.astype(np.float64)
+    norm = np.linalg.norm(expected)
+    return float(np.linalg.norm(actual.astype(np.float64) - expected) / norm) if norm else 0.0
+
+
+def _output_agreement(actual: Sequence[Tensor], expected: Sequence[Tensor],
+                      names: Sequence[str]) -> dict[str, dict[str, float]]:
+    from .quantize import cosine_similarity
+
+    return {name: dict(cosine=round(cosine_similarity(a.numpy(), e.numpy()), 6),
+                       relative_error=round(_relative_error(a.numpy(), e.numpy()), 6))
+            for name, a, e in zip(names, actual, expected)}
+
+
+def package_bytes(path: str | os.PathLike) -> int:
+    """Total size of the files of an ``.mlpackage`` (or any folder)."""
+    return sum(f.stat().st_size for f in Path(path).rglob('*') if f.is_file())
+
+
+def describe_compression(mlmodel, compressed, module: nn.Module, example: Tensor,
+                         output_names: Sequence[str], compression: str) -> dict[str, Any]:
+    """Sizes, weight errors and torch-replayed output agreement of a compressed ML program.
+
+    Args:
+        mlmodel: The uncompressed ML program.
+        compressed: ``mlmodel`` after :func:`compress_weights`.
+        module: The traced module (its parameters are ``mlmodel``'s weights).
+        example: A normalized input for the output comparison.
+        output_names: Names of ``module``'s outputs.
+        compression: The :data:`COMPRESSIONS` entry used.
+
+    Returns:
+        ``package_bytes`` before/after; per compressed weight the relative error of its
+        decompressed value; and the outputs of ``module`` run with the uncompressed (fp16) and
+        with the decompressed weights, each compared with ``module``'s own (fp32) outputs.
+    """
+    with tempfile.TemporaryDirectory(prefix='repnext_coreml_') as work:
+        before, after = Path(work) / 'before.mlpackage', Path(work) / 'after.mlpackage'
+        mlmodel.save(str(before))
+        compressed.save(str(after))
+        sizes = dict(before=package_bytes(before), after=package_bytes(after))
+    original, decompressed = mil_weights(mlmodel), mil_weights(compressed)
+    errors = {name: _relative_error(value, original[_COMPRESSED_SUFFIX.sub('', name)])
+              for name, value in decompressed.items()
+              if _COMPRESSED_SUFFIX.search(name) and _COMPRESSED_SUFFIX.sub('', name) in original}
+    with torch.no_grad():
+        reference = module(example)
+        uncompressed_module, _ = with_mil_weights(module, original)
+        compressed_module, replaced = with_mil_weights(module, decompressed)
+        fp16 = uncompressed_module(example)
+        replayed = compressed_module(example)
+    elements = {name: decompressed[name].size for name in replaced}
+    compressed_elements = sum(elements.get(name, 0) for name in errors)
+    return dict(
+        kind=compression,
+        package_bytes=sizes,
+        size_ratio=round(sizes['after'] / sizes['before'], 4),
+        compressed_weights=len(errors),
+        parameter_tensors=len(replaced),
+        compressed_fraction_of_parameters=round(compressed_elements / max(sum(elements.values()),
+                                                                         1), 4),
+        left_uncompressed=f'{len(replaced) - len(errors)} parameter tensors (biases, small '
+                          f'kernels) below {COMPRESSION_WEIGHT_THRESHOLD} elements stay '
+                          'uncompressed',
+        weight_relative_error=dict(max=round(max(errors.values(), default=0.0), 6),
+                                   mean=round(float(np.mean(list(errors.values()) or [0.0])), 6)),
+        torch_replay=dict(
+            parameters_replaced=len(replaced),
+            note='outputs of the traced torch module run with the ML program\'s weights as '
+                 'coremltools decompresses them, vs the fp32 torch outputs; Core ML\'s own '
+                 'fp16 arithmetic needs macOS',
+            uncompressed_weights=_output_agreement(fp16, reference, output_names),
+            compressed_weights=_output_agreement(replayed, reference, output_names)),
+    )
+
+
 def export_coreml(wrapper: ExportWrapper, shape: tuple[int, int], out: str | os.PathLike,
                   preprocessing: Preprocessing, precision: Precision = 'fp16',
                   force: bool = False, description: dict | None = None,
-                  log: Callable[[str], None] = print) -> CoreMLExport:
+                  log: Callable[[str], None] = print, compression: str = 'none') -> CoreMLExport:
     """Traces the fused ``wrapper`` and writes ``out`` (.mlpackage) plus ``out`` + ``.json``.
 
     Args:
@@ -136,8 +296,13 @@ def export_coreml(wrapper: ExportWrapper, shape: tuple[int, int], out: str | os.
         force: Overwrite existing outputs.
         description: Extra fields for the report (model, weights, arch).
         log: Receives progress lines.
+        compression: Weight compression, one of :data:`COMPRESSIONS` (see
+            :func:`describe_compression` for what the report then holds).
     """
     ct = require_coremltools()
+    if compression not in COMPRESSIONS:
+        raise InputError(f'--coreml-compress must be one of {", ".join(COMPRESSIONS)}, '
+                         f'got {compression!r}')
     out = Path(out)
     if out.suffix != '.mlpackage':
         raise InputError(f'a Core ML ML program is saved as a .mlpackage directory; got --out {out}')
@@ -186,6 +351,14 @@ def export_coreml(wrapper: ExportWrapper, shape: tuple[int, int], out: str | os.
 
     inputs, outputs = _feature_shapes(mlmodel.get_spec())
     program_info = describe_mil_program(mlmodel._mil_program)
+    compression_info = None
+    if compression != 'none':
+        log(f'compressing the weights ({compression}) with coremltools.optimize.coreml')
+        compressed = compress_weights(mlmodel, compression)
+        compression_info = describe_compression(mlmodel, compressed, wrapper,
+                                                example_inputs(shape), wrapper.output_names,
+                                                compression)
+        mlmodel = compressed
     import coremltools
     report = dict(
         **(description or {}),
@@ -208,6 +381,8 @@ def export_coreml(wrapper: ExportWrapper, shape: tuple[int, int], out: str | os.
         torch_version=str(torch.__version__),
         converted_on=f'{platform.system()} {platform.machine()}',
     )
+    if compression_info is not None:
+        report['compression'] = compression_info
     atomic_write(out, lambda tmp: mlmodel.save(str(tmp)))
     atomic_write_json(report, report_path)
     return CoreMLExport(out, report_path, report)

@@ -1,9 +1,10 @@
 """Core ML or ONNX export of a config's model, end to end: the logic of ``tools/deploy/export.py``.
 
 :func:`run_export` builds and fuses the model, exports it (ONNX: checked against torch with
-onnxruntime; Core ML: converted, on macOS also timed, optionally wrapped in the Xcode test
-package of :mod:`.ios_bench`) with a step-by-step progress display on stderr, and prints what
-was written on stdout. Every option is checked before the slow steps.
+onnxruntime, optionally quantized to int8 on calibration images (:mod:`.quantize`); Core ML:
+converted, optionally weight-compressed, on macOS also timed, optionally wrapped in the Xcode
+test package of :mod:`.ios_bench`) with a step-by-step progress display on stderr, and prints
+what was written on stdout. Every option is checked before the slow steps.
 
 Example:
     >>> run_export(ExportSettings('configs/mmpretrain/repnext_m1_8xb256_in1k.py', 'onnx',
@@ -21,11 +22,13 @@ from repnext_mm.apis.model import Preprocessing, PreparedModel, prepare_model, p
 from repnext_mm.utils.errors import InputError
 from repnext_mm.utils.fileio import check_output_path
 from repnext_mm.utils.progress import StepProgress
-from .coreml import (LINUX_NOTE, CoreMLExport, Precision, can_run_coreml, export_coreml,
-                     require_coremltools, time_coreml)
+from .calibration import DEFAULT_CALIBRATION_IMAGES, PipelineInputs, calibration_dir, list_images
+from .coreml import (COMPRESSIONS, LINUX_NOTE, CoreMLExport, Precision, can_run_coreml,
+                     export_coreml, require_coremltools, time_coreml)
 from .exportable import ExportWrapper
 from .ios_bench import IOSBench, write_ios_bench
 from .onnx_export import MIN_OPSET, OnnxExport, export_onnx
+from .quantize import CALIBRATION_METHODS, Int8Export, export_int8_onnx, require_quantization
 from .verify import DEFAULT_SHAPES
 
 FORMATS = ('coreml', 'onnx')
@@ -34,6 +37,8 @@ MIN_SIZE = 32
 
 BUILD_STEP = 'building and fusing the model'
 ONNX_STEP = 'exporting to ONNX and checking it with onnxruntime'
+CALIBRATION_STEP = 'reading the calibration images through the test pipeline'
+INT8_STEP = 'exporting to ONNX, quantizing to int8 and comparing with fp32'
 COREML_STEP = 'tracing and converting to Core ML'
 TIMING_STEP = 'timing MLModel.predict'
 IOS_BENCH_STEP = 'writing the Xcode test package'
@@ -58,6 +63,13 @@ class ExportSettings:
         force: Overwrite existing outputs.
         unsafe_full_unpickle: Unpickle arbitrary objects in the checkpoint (trusted files only).
         cfg_options: Config overrides.
+        int8: ONNX only: post-training static int8 quantization (:mod:`.quantize`).
+        calib_dir: Calibration image folder; default the config's test dataloader folder.
+        calib_images: How many calibration images (evenly spaced over the folder); default
+            :data:`~.calibration.DEFAULT_CALIBRATION_IMAGES`.
+        calib_method: Calibration method, a key of :data:`~.quantize.CALIBRATION_METHODS`;
+            default ``'minmax'``.
+        coreml_compress: Core ML weight compression, one of :data:`~.coreml.COMPRESSIONS`.
     """
     config: str
     format: str
@@ -71,6 +83,11 @@ class ExportSettings:
     force: bool = False
     unsafe_full_unpickle: bool = False
     cfg_options: dict[str, Any] | None = None
+    int8: bool = False
+    calib_dir: str | None = None
+    calib_images: int | None = None
+    calib_method: str | None = None
+    coreml_compress: str = 'none'
 
 
 @dataclass
@@ -91,7 +108,9 @@ def check_settings(settings: ExportSettings) -> None:
     """Refuses option combinations that cannot work, before anything is built.
 
     Raises:
-        InputError: Unknown format, ``ios_bench`` without Core ML, or a shape below 32x32.
+        InputError: Unknown format, ``ios_bench`` without Core ML, a shape below 32x32, int8 or
+            calibration options without ONNX int8, Core ML compression without Core ML, or an
+            explicit calibration folder without images.
     """
     if settings.format not in FORMATS:
         raise InputError(f'--format must be one of {", ".join(FORMATS)}, got {settings.format!r}')
@@ -100,12 +119,37 @@ def check_settings(settings: ExportSettings) -> None:
     if settings.shape and min(settings.shape) < MIN_SIZE:
         raise InputError(f'--shape must be at least {MIN_SIZE}x{MIN_SIZE} (the backbone '
                          f'downsamples 32x), got {settings.shape[0]}x{settings.shape[1]}')
+    _check_quantization_settings(settings)
+
+
+def _check_quantization_settings(settings: ExportSettings) -> None:
+    if settings.int8 and settings.format != 'onnx':
+        raise InputError('--int8 needs --format onnx (for Core ML, compress the weights with '
+                         '--coreml-compress int8)')
+    calibration = dict(calib_dir=settings.calib_dir, calib_images=settings.calib_images,
+                       calib_method=settings.calib_method)
+    given = [f'--{key.replace("_", "-")}' for key, value in calibration.items()
+             if value is not None]
+    if given and not settings.int8:
+        raise InputError(f'{", ".join(given)}: only for an int8 export; add --int8')
+    if settings.calib_method is not None and settings.calib_method not in CALIBRATION_METHODS:
+        raise InputError(f'--calib-method must be one of {", ".join(CALIBRATION_METHODS)}, got '
+                         f'{settings.calib_method!r}')
+    if settings.calib_images is not None and settings.calib_images < 1:
+        raise InputError(f'--calib-images must be >= 1, got {settings.calib_images}')
+    if settings.coreml_compress not in COMPRESSIONS:
+        raise InputError(f'--coreml-compress must be one of {", ".join(COMPRESSIONS)}, got '
+                         f'{settings.coreml_compress!r}')
+    if settings.coreml_compress != 'none' and settings.format != 'coreml':
+        raise InputError('--coreml-compress needs --format coreml (for ONNX, quantize with --int8)')
+    if settings.calib_dir is not None:
+        list_images(settings.calib_dir)  # a missing or image-less folder fails before the build
 
 
 def export_steps(settings: ExportSettings, times_on_this_machine: bool) -> list[str]:
     """The steps :func:`run_export` goes through, for the progress display."""
     if settings.format == 'onnx':
-        return [BUILD_STEP, ONNX_STEP]
+        return [BUILD_STEP] + ([CALIBRATION_STEP, INT8_STEP] if settings.int8 else [ONNX_STEP])
     steps = [BUILD_STEP, COREML_STEP]
     if times_on_this_machine:
         steps.append(TIMING_STEP)
@@ -120,10 +164,19 @@ def model_name(config: str, backbone_only: bool) -> str:
 
 
 def default_out_path(config: str, format: str, backbone_only: bool,
-                     shape: Sequence[int]) -> Path:
-    """``<config stem>[_backbone]_<H>x<W>.mlpackage`` (or ``.onnx``) in the working folder."""
+                     shape: Sequence[int], variant: str | None = None) -> Path:
+    """``<config stem>[_backbone]_<H>x<W>[_<variant>].mlpackage`` (or ``.onnx``) in the working
+    folder; ``variant`` names a quantized or compressed form (``int8``, ``palettize6``)."""
     suffix = '.mlpackage' if format == 'coreml' else '.onnx'
-    return Path(f'{model_name(config, backbone_only)}_{shape[0]}x{shape[1]}{suffix}')
+    variant = f'_{variant}' if variant else ''
+    return Path(f'{model_name(config, backbone_only)}_{shape[0]}x{shape[1]}{variant}{suffix}')
+
+
+def output_variant(settings: ExportSettings) -> str | None:
+    """``'int8'``, the Core ML compression, or ``None`` for the plain export."""
+    if settings.int8:
+        return 'int8'
+    return settings.coreml_compress if settings.coreml_compress != 'none' else None
 
 
 def _check_outputs(settings: ExportSettings, out: Path) -> None:
@@ -143,7 +196,8 @@ def _export_coreml(settings: ExportSettings, prepared: PreparedModel, wrapper: E
     progress.start(COREML_STEP)
     run = CoreMLRun(export_coreml(wrapper, shape, out, preprocessing,
                                   precision=settings.precision, force=settings.force,
-                                  description=description))
+                                  description=description,
+                                  compression=settings.coreml_compress))
     if times_on_this_machine:
         progress.start(TIMING_STEP)
         run.timings = time_coreml(run.export.path, shape)
@@ -161,6 +215,38 @@ def print_onnx_report(result: OnnxExport, opset: int) -> None:
         print(f'  output {name}: {shape}')
 
 
+def _export_int8(settings: ExportSettings, prepared: PreparedModel, wrapper: ExportWrapper,
+                 shape: tuple[int, int], out: Path, preprocessing: Preprocessing,
+                 progress: StepProgress) -> Int8Export:
+    """Reads the calibration images, then exports, quantizes and checks the int8 graph."""
+    progress.start(CALIBRATION_STEP)
+    folder = settings.calib_dir or calibration_dir(prepared.cfg, 'test')
+    reader = PipelineInputs(prepared.cfg, prepared.fused().data_preprocessor, shape)
+    calibration = reader.read_folder(folder, settings.calib_images or DEFAULT_CALIBRATION_IMAGES)
+    progress.start(INT8_STEP)
+    return export_int8_onnx(wrapper, shape, out, wrapper.output_names, calibration,
+                            opset=settings.opset, preprocessing=preprocessing,
+                            method=settings.calib_method or 'minmax', force=settings.force)
+
+
+def print_int8_report(result: Int8Export, opset: int) -> None:
+    """The written file, its calibration, which ops run in int8, and its agreement with fp32."""
+    def counts(ops: dict[str, int]) -> str:
+        return ', '.join(f'{op} {n}' for op, n in ops.items()) or 'none'
+
+    print(f'wrote {result.path} (int8 QDQ, opset {opset}; fp32 graph vs torch: '
+          f'{result.fp32.difference})')
+    print(f'  calibration: {result.method} on {result.calibration}')
+    print(f'  int8 ops: {counts(result.int8_ops)}')
+    print(f'  float ops: {counts(result.float_ops)}')
+    for reason, nodes in result.kept_float.items():
+        print(f'  excluded from quantization: {len(nodes)} nodes, {reason}')
+    for name, cosine in result.cosine.items():
+        print(f'  output {name}: {result.fp32.output_shapes[name]}, int8 vs fp32 cosine '
+              f'similarity {cosine:.4f} on the calibration images (lowest '
+              f'{result.cosine_min[name]:.4f})')
+
+
 def print_coreml_report(run: CoreMLRun, shape: tuple[int, int], color_layout: str) -> None:
     """The written files, the model's interface and size, and its timings or how to get them.
 
@@ -175,6 +261,8 @@ def print_coreml_report(run: CoreMLRun, shape: tuple[int, int], color_layout: st
           f'outputs: {outputs}')
     print(f'  {report["params"] / 1e6:.2f} M params, {report["gmacs"]:.2f} GMACs, '
           f'{report["num_ops"]} ops: ' + json.dumps(report['op_histogram']))
+    if 'compression' in report:
+        print_compression(report['compression'])
     if run.timings is not None:
         for unit, stats in run.timings.items():
             print(f'  MLModel.predict {unit}: median {stats["median_ms"]:.2f} ms '
@@ -187,21 +275,40 @@ def print_coreml_report(run: CoreMLRun, shape: tuple[int, int], color_layout: st
         print(f'  {run.bench.command}')
 
 
-def run_export(settings: ExportSettings) -> OnnxExport | CoreMLRun:
+def print_compression(info: dict) -> None:
+    """Sizes before/after, weight errors and the torch replay of a compressed Core ML model."""
+    sizes = info['package_bytes']
+    print(f'  weights compressed ({info["kind"]}): {info["compressed_weights"]} of '
+          f'{info["parameter_tensors"]} parameter tensors, '
+          f'{info["compressed_fraction_of_parameters"]:.1%} of the parameters; package '
+          f'{sizes["before"] / 1e6:.2f} MB -> {sizes["after"] / 1e6:.2f} MB')
+    error = info['weight_relative_error']
+    print(f'  decompressed weights vs uncompressed: relative error max {error["max"]:.4f}, '
+          f'mean {error["mean"]:.4f}')
+    for name, agreement in info['torch_replay']['compressed_weights'].items():
+        print(f'  output {name} in torch with the decompressed weights vs fp32: cosine '
+              f'{agreement["cosine"]:.5f}, relative error {agreement["relative_error"]:.4f}')
+
+
+def run_export(settings: ExportSettings) -> OnnxExport | Int8Export | CoreMLRun:
     """Builds, fuses and exports the model with a progress display, then prints the results.
 
     Returns:
-        The ONNX export, or the Core ML package with its timings and Xcode test package.
+        The ONNX export (fp32 or int8), or the Core ML package with its timings and Xcode test
+        package.
 
     Raises:
-        InputError: A bad option, config, checkpoint or output path, a missing optional
-            dependency (coremltools, onnx), or an export that does not reproduce torch.
+        InputError: A bad option, config, checkpoint, calibration folder or output path, a
+            missing optional dependency (coremltools, onnx), or an export that does not
+            reproduce torch (int8: fp32).
     """
     check_settings(settings)
     times_on_this_machine = False
     if settings.format == 'coreml':
         require_coremltools()  # fail before the slow steps
         times_on_this_machine = can_run_coreml()
+    if settings.int8:
+        require_quantization()
 
     with StepProgress(export_steps(settings, times_on_this_machine)) as progress:
         progress.start(BUILD_STEP)
@@ -212,10 +319,13 @@ def run_export(settings: ExportSettings) -> OnnxExport | CoreMLRun:
         wrapper = ExportWrapper(prepared.fused(), prepared.task, settings.backbone_only)
         shape = tuple(settings.shape or DEFAULT_SHAPES[wrapper.kind])
         out = Path(settings.out or default_out_path(settings.config, settings.format,
-                                                    settings.backbone_only, shape))
+                                                    settings.backbone_only, shape,
+                                                    output_variant(settings)))
         _check_outputs(settings, out)
         preprocessing = preprocessing_of(prepared.cfg)
-        if settings.format == 'onnx':
+        if settings.int8:
+            result = _export_int8(settings, prepared, wrapper, shape, out, preprocessing, progress)
+        elif settings.format == 'onnx':
             progress.start(ONNX_STEP)
             result = export_onnx(wrapper, shape, out, wrapper.output_names, opset=settings.opset,
                                  preprocessing=preprocessing, force=settings.force)
@@ -223,7 +333,9 @@ def run_export(settings: ExportSettings) -> OnnxExport | CoreMLRun:
             result = _export_coreml(settings, prepared, wrapper, shape, out, preprocessing,
                                     progress, times_on_this_machine)
 
-    if isinstance(result, OnnxExport):
+    if isinstance(result, Int8Export):
+        print_int8_report(result, settings.opset)
+    elif isinstance(result, OnnxExport):
         print_onnx_report(result, settings.opset)
     else:
         print_coreml_report(result, shape, preprocessing.color_layout)

@@ -1,9 +1,12 @@
 """The authors' partial fusion, the fused variants and the GEMM floor."""
+import importlib.util
+
 import pytest
 import torch
 
-from repnext_mm.benchmark.fused import (FULL_EAGER, PARTIAL_EAGER, UNFUSED, authors_partial_fusion,
-                                        build_fused_variants, check_same_outputs, gemm_callable)
+from repnext_mm.benchmark.fused import (FULL_EAGER, FULL_OPENVINO, FULL_ORT, PARTIAL_EAGER, UNFUSED,
+                                        authors_partial_fusion, build_fused_variants,
+                                        check_same_outputs, floor_samples, gemm_callable)
 from repnext_mm.models.utils.reparameterize import count_batchnorms
 from repnext_mm.models.backbones.repnext import ConvNorm, RepDWConvM, RepDWConvS, RepNeXt
 from tests.helpers import max_rel_error, randomize_norms
@@ -32,10 +35,15 @@ def test_fused_variants_compute_the_same_function(tmp_path):
     variants, facts = build_fused_variants(TINY, 'cpu', threads=1, use_compile=False,
                                            workdir=tmp_path, size=32)
     assert list(variants)[:3] == [UNFUSED, PARTIAL_EAGER, FULL_EAGER]
-    assert {'full fusion, TorchScript frozen', 'full fusion, ONNX Runtime'} <= set(variants)
+    expected = {'full fusion, TorchScript frozen', FULL_ORT}
+    if importlib.util.find_spec('openvino'):
+        expected.add(FULL_OPENVINO)  # the same fused.onnx as ONNX Runtime's
+    assert expected <= set(variants)
     assert facts['bn_fused'] == 0 < facts['bn_partial'] == 7 < facts['bn_unfused']
     assert facts['gmacs_fused'] > 0
-    check_same_outputs(variants)  # also done inside; here it must not raise either
+    assert set(facts['max_rel_error']) == set(variants)
+    assert all(error < 1e-4 for error in facts['max_rel_error'].values())
+    assert check_same_outputs(variants) == pytest.approx(facts['max_rel_error'])
 
 
 def test_output_check_names_the_variant_that_differs():
@@ -49,3 +57,8 @@ def test_gemm_counts_its_flops():
     gemm, flop = gemm_callable('cpu')
     out = gemm()
     assert out.shape == (2048, 2048) and flop == 2.0 * 2048 ** 3
+
+
+def test_floor_of_each_round_scales_with_that_rounds_gemm_time():
+    # 1 GMAC = 2 GFLOP; a 4 GFLOP GEMM taking 2 s (2 GFLOP/s) puts the floor at 1 s.
+    assert floor_samples(1e9, [2.0, 4.0], 4e9) == [1.0, 2.0]

@@ -1,28 +1,69 @@
-"""Runners and thread settings: ONNX Runtime reproduces torch, threads are applied as asked."""
+"""Runners and thread settings: ONNX Runtime and OpenVINO reproduce torch, threads as asked."""
+import sys
+
 import pytest
 import torch
 
 from repnext_mm.benchmark.runtimes import (choose_threads, export_onnxruntime_runner,
-                                           onnxruntime_session, set_threads, torch_runner)
+                                           onnxruntime_runner, onnxruntime_session, openvino_model,
+                                           openvino_runner, require_onnxruntime, require_openvino,
+                                           set_threads, torch_runner, torch_threads)
 from repnext_mm.models.backbones.repnext import RepNeXt
 from repnext_mm.utils.errors import InputError
 from tests.helpers import max_rel_error, randomize_norms
+from .conftest import TINY, TINY_OUTPUTS
 
 pytest.importorskip('onnxruntime', reason='onnxruntime is not installed (tools/setup_env.sh)')
 
-TINY = dict(widths=(8, 16, 32, 64), depths=(1, 1, 1, 1))
 
-
-def test_onnxruntime_runner_reproduces_torch(tmp_path):
-    model = randomize_norms(RepNeXt(TINY)).eval()
-    model.switch_to_deploy()
-    x = torch.randn(2, 3, 32, 32)
-    expected = torch_runner(model, x)()
-    names = ['stage0', 'stage1', 'stage2', 'stage3']
-    actual = export_onnxruntime_runner(model, x, tmp_path / 'tiny.onnx', names, threads=1)()
+def _assert_reproduces(actual: list, expected: tuple) -> None:
     assert [tuple(a.shape) for a in actual] == [tuple(e.shape) for e in expected]
     for out, ref in zip(actual, expected):
         assert max_rel_error(torch.from_numpy(out), ref) < 1e-4
+
+
+def test_onnxruntime_runner_reproduces_torch(tiny_onnx):
+    model, x, path = tiny_onnx
+    _assert_reproduces(onnxruntime_runner(path, x, threads=1)(), torch_runner(model, x)())
+
+
+def test_export_onnxruntime_runner_exports_and_runs(tmp_path):
+    model = randomize_norms(RepNeXt(TINY)).eval()
+    model.switch_to_deploy()
+    x = torch.randn(1, 3, 32, 32)
+    runner = export_onnxruntime_runner(model, x, tmp_path / 'tiny.onnx', TINY_OUTPUTS, threads=1)
+    assert (tmp_path / 'tiny.onnx').is_file()
+    _assert_reproduces(runner(), torch_runner(model, x)())
+
+
+def test_openvino_runner_reproduces_torch_on_the_same_onnx_file(tiny_onnx):
+    pytest.importorskip('openvino', reason='openvino is not installed (pip install openvino)')
+    model, x, path = tiny_onnx
+    run = openvino_runner(path, x, threads=1)
+    first = run()
+    _assert_reproduces(first, torch_runner(model, x)())
+    # Copies, not views of OpenVINO's output buffers that the next call would overwrite.
+    assert all(a is not b for a, b in zip(first, run()))
+
+
+def test_openvino_is_pinned_to_fp32_single_stream_latency_and_the_threads(tiny_onnx):
+    ov = pytest.importorskip('openvino', reason='openvino is not installed (pip install openvino)')
+    compiled = openvino_model(tiny_onnx[2], threads=2)
+    # Without the pin, OpenVINO runs bf16 on CPUs with AVX512_BF16 or AMX.
+    assert compiled.get_property('INFERENCE_PRECISION_HINT') == ov.Type.f32
+    assert compiled.get_property('INFERENCE_NUM_THREADS') == 2
+    assert str(compiled.get_property('PERFORMANCE_HINT')) == 'LATENCY'
+    assert compiled.get_property('NUM_STREAMS') == 1
+
+
+@pytest.mark.parametrize('module, require, install', [
+    ('openvino', require_openvino, 'pip install openvino'),
+    ('onnxruntime', require_onnxruntime, 'pip install onnxruntime')])
+def test_a_missing_runtime_is_one_error_naming_the_install(monkeypatch, module, require, install):
+    monkeypatch.setitem(sys.modules, module, None)  # makes `import <module>` fail
+    with pytest.raises(InputError, match=install) as error:
+        require()
+    assert '\n' not in str(error.value)
 
 
 def test_onnxruntime_session_uses_the_requested_threads(tmp_path):
@@ -38,6 +79,14 @@ def test_torch_runner_returns_outputs_without_autograd():
     model = torch.nn.Linear(3, 2)
     out = torch_runner(model, torch.randn(4, 3))()
     assert out.shape == (4, 2) and not out.requires_grad
+
+
+def test_torch_threads_sets_and_restores_the_count():
+    before = torch.get_num_threads()
+    target = 2 if before == 1 else 1
+    with torch_threads(target) as threads:
+        assert threads == target == torch.get_num_threads()
+    assert torch.get_num_threads() == before
 
 
 def test_thread_choices():

@@ -4,6 +4,7 @@ import torch
 
 from repnext_mm.benchmark import fused, speed
 from repnext_mm.benchmark.speed import SpeedSettings, fused_arch, train_arch, with_cp_arch
+from repnext_mm.benchmark.timing import paired_ratio, round_robin
 from repnext_mm.utils.errors import InputError
 
 TINY = dict(widths=[8, 16, 32, 64], depths=[1, 1, 1, 1])
@@ -49,15 +50,39 @@ def test_with_cp_section_compares_the_step_with_and_without_checkpointing(monkey
     assert all(len(v) == 2 for v in summary['times_s'].values())
 
 
-def test_fused_section_times_every_variant_against_the_floor(monkeypatch, tmp_path, capsys):
-    monkeypatch.setitem(fused.GEMM_SIZE, 'cpu', 128)  # a small matmul is enough here
-    summary = fused_arch(TINY, repeats=2, device='cpu', threads=1, use_compile=False,
-                         workdir=tmp_path, size=32, progress=False)
+def test_fused_section_times_every_variant_against_the_floor(monkeypatch, small_gemm, tmp_path,
+                                                            capsys):
+    pytest.importorskip('onnxruntime', reason='onnxruntime is not installed (tools/setup_env.sh)')
+    pytest.importorskip('openvino', reason='openvino is not installed (pip install openvino)')
+    rounds = []
+
+    def spy_round_robin(functions, *args, **kwargs):
+        rounds.append((list(functions), torch.get_num_threads()))
+        return round_robin(functions, *args, **kwargs)
+
+    monkeypatch.setattr(speed, 'round_robin', spy_round_robin)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)  # fused_arch must pin torch (and the GEMM) to threads=1 itself
+    try:
+        summary = fused_arch(TINY, repeats=2, device='cpu', threads=1, use_compile=False,
+                             workdir=tmp_path, size=32, progress=False)
+    finally:
+        torch.set_num_threads(previous)
     out = capsys.readouterr().out
     assert 'BatchNorms: unfused' in out and 'partial 7, full 0' in out
+    assert 'GFLOP/s (threads=1) -> compute floor' in out
     assert out.count('  <- best') == 1 and 'same runtime: full vs partial fusion' in out
-    assert 'GEMM' not in summary['times_s'] and summary['best'].startswith('full fusion')
-    assert summary['floor_s'] > 0 and 'ort_full_vs_ort_partial' in summary
+    assert 'same ONNX file: OpenVINO takes' in out and 0 < summary['openvino_time_vs_ort']
+    # the GEMM ran in the same round-robin as every variant, at the variants' thread count
+    [(names, threads)] = rounds
+    assert names == [*summary['times_s'], fused.GEMM] and threads == 1
+    assert fused.FULL_OPENVINO in names and fused.FULL_ORT in names
+    floor = fused.floor_samples(summary['facts']['gmacs_fused'] * 1e9, summary['gemm_s'],
+                                small_gemm)
+    best = summary['times_s'][summary['best']]
+    assert summary['best_x_floor'] == pytest.approx(paired_ratio(best, floor))
+    assert summary['best'].startswith('full fusion') and summary['floor_s'] > 0
+    assert 'ort_full_vs_ort_partial' in summary
 
 
 def test_settings_refuse_what_this_machine_cannot_run(monkeypatch):

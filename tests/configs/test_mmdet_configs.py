@@ -103,7 +103,7 @@ def _without(tree: dict, *dotted_keys: str) -> dict:
         node = tree
         for key in parents:
             node = node[key]
-        node.pop(last)
+        node.pop(last, None)
     return tree
 
 
@@ -113,14 +113,20 @@ def _lookup(tree: dict, dotted_key: str):
     return tree
 
 
-def test_shapes_config_changes_only_data_schedule_classes_norm_init_and_roi_budgets():
+def test_shapes_config_changes_only_data_schedule_classes_norms_box_loss_init_and_roi_budgets():
     shapes, m0 = load(SHAPES_CONFIG), load(ARCH_CONFIGS['m0'])
     roi_budgets = ('train_cfg.rcnn.sampler.num', 'test_cfg.rpn.max_per_img',
                    'test_cfg.rcnn.max_per_img')
+    head_changes = ('neck.norm_cfg', 'roi_head.mask_head.norm_cfg',
+                    'roi_head.bbox_head.reg_decoded_bbox', 'roi_head.bbox_head.loss_bbox')
     allowed = ('backbone.norm_cfg', 'backbone.init_cfg', 'roi_head.bbox_head.num_classes',
-               'roi_head.mask_head.num_classes', *roi_budgets)
+               'roi_head.mask_head.num_classes', *roi_budgets, *head_changes)
     assert _without(shapes.model.to_dict(), *allowed) == _without(m0.model.to_dict(), *allowed)
     assert shapes.model.backbone.norm_cfg.type == 'BN'
+    # From-scratch training in minutes: GroupNorm in the FPN and mask head, GIoU box loss.
+    assert shapes.model.neck.norm_cfg.type == shapes.model.roi_head.mask_head.norm_cfg.type == 'GN'
+    assert shapes.model.roi_head.bbox_head.loss_bbox.type == 'GIoULoss'
+    assert shapes.model.roi_head.bbox_head.reg_decoded_bbox is True
     assert shapes.model.backbone.init_cfg is None
     assert shapes.model.roi_head.bbox_head.num_classes == len(shapes.metainfo['classes']) == 4
     assert shapes.model.roi_head.mask_head.num_classes == 4

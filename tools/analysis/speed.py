@@ -11,10 +11,12 @@ Sections (each prints a table; ``--json`` also writes every raw sample):
     replaces every SRP conv by a strided copy: no implementation of the SRP convolutions can beat
     it, so it bounds the attainable ratios.
 (b) ``fused``: backbone forward at 512x512, batch 1: our full fusion (every branch merged,
-    every BN folded) on several runtimes vs the authors' partial fusion (branches merged, the BN
-    after every chunk / copy conv left standalone: built here from our modules) vs the unfused
-    training form; and vs the compute floor ``2 x MACs / (GEMM FLOP/s)``, the GEMM rate
-    measured in the same run by a large ``torch.matmul``.
+    every BN folded) on several runtimes (eager, TorchScript, ONNX Runtime and OpenVINO on the
+    same ONNX file, optionally torch.compile) vs the authors' partial fusion (branches merged,
+    the BN after every chunk / copy conv left standalone: built here from our modules) vs the
+    unfused training form; and vs the compute floor ``2 x MACs / (GEMM FLOP/s)``, the GEMM rate
+    measured by a 2048x2048 fp32 ``torch.matmul`` timed in the same rounds and at the same thread
+    count as the variants ("x floor" is the median of the per-round ratios).
 (c) ``gpu`` (``--device cuda``): throughput at 224x224 with the paper's protocol (fused fp32,
     the largest power-of-two batch that fits, halving on out-of-memory).
 (d) ``with_cp`` (only when asked for): the training step of (a), merged form, with and without
@@ -60,8 +62,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help='memory formats of (a) (default: both)')
     parser.add_argument('--device', choices=('cpu', 'cuda'), default='cpu')
     parser.add_argument('--threads', default='auto',
-                        help="torch / ONNX Runtime intra-op threads, or 'auto' (default): the cores "
-                             'left idle by other work, at least 1')
+                        help="torch / ONNX Runtime / OpenVINO intra-op threads (the GEMM of the "
+                             "floor too), or 'auto' (default): the cores left idle by other "
+                             'work, at least 1')
     parser.add_argument('--sections', nargs='+', choices=('train', 'fused', 'gpu', 'with_cp'),
                         help='default: train and fused; with --device cuda also gpu')
     parser.add_argument('--compile', dest='use_compile', action='store_true',

@@ -1,13 +1,17 @@
-"""tools/analysis/benchmark.py on tiny cases: CSV/JSON output, config + checkpoint, dataset mode."""
+"""tools/analysis/benchmark.py on tiny cases: CSV/JSON output, config + checkpoint, dataset mode,
+the OpenVINO backend, the floor column and several thread counts."""
 import csv
 import json
+import sys
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
+from repnext_mm.benchmark import fused, suite
 from tests.deploy.conftest import CONFIGS, trained_checkpoints  # noqa: F401  (a fixture)
-from tests.helpers import run_tool
+from tests.helpers import load_tool, run_tool
 
 TOOL = 'tools/analysis/benchmark.py'
 DATA_ROOT = 'test_dataloader.dataset.data_root='
@@ -20,7 +24,7 @@ def test_bare_backbone_fused_vs_unfused_to_json(tmp_path, capsys):
                                  capsys)
     assert status == 0
     assert f'with {torch.get_num_threads()} intra-op threads' in stdout
-    assert 'RepNeXt-M0 backbone on torch at 64x64: fused' in stdout  # the speed-up line
+    assert 'RepNeXt-M0 backbone on torch at 64x64 (threads=' in stdout  # the speed-up line
     rows = json.loads(out.read_text())['rows']
     assert [r['form'] for r in rows] == ['fused', 'unfused']
     assert rows[0]['gmacs'] < rows[1]['gmacs']  # unfused counts every branch
@@ -40,6 +44,35 @@ def test_config_checkpoint_backbone_on_onnxruntime_to_csv(trained_checkpoints, t
     assert rows[0]['backend'].startswith('onnxruntime') and rows[0]['form'] == 'fused'
     assert rows[0]['exported'] == 'backbone' and rows[0]['arch'] == 'm0'
     assert rows[0]['weights'] == str(trained_checkpoints['segmentor'])
+
+
+def test_openvino_beside_torch_at_1_and_2_threads_with_the_floor(monkeypatch, tmp_path, capsys):
+    pytest.importorskip('openvino', reason='openvino is not installed (pip install openvino)')
+    monkeypatch.setitem(fused.GEMM_SIZE, 'cpu', 128)  # the floor's matmul, small for the test
+    out = tmp_path / 'rows.json'
+    status, stdout, _ = run_tool(TOOL, ['--arch', 'm0', '--shape', 64, 64, '--backend', 'torch',
+                                        'openvino', '--no-unfused', '--threads', 1, 2, '--warmup',
+                                        1, '--runs', 2, '--no-progress', '--out', out], capsys)
+    assert status == 0, stdout
+    rows = json.loads(out.read_text())['rows']
+    assert [(r['backend'].split()[0], r['threads']) for r in rows] == [
+        ('torch', 1), ('openvino', 1), ('torch', 2), ('openvino', 2)]
+    assert all(r['x_floor'] > 0 and r['load_average'] >= 0 for r in rows)
+    assert all(r['max_rel_error'] < 1e-4 for r in rows)
+    assert '| x_floor |' in stdout and 'x the compute floor' in stdout
+    assert stdout.count('load average') == 3  # at each thread count's start and at the end
+
+
+def test_missing_openvino_is_one_error_line(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, 'openvino', None)  # makes `import openvino` fail
+    status, _, stderr = run_tool(TOOL, ['--arch', 'm0', '--backend', 'openvino'], capsys)
+    assert status == 2
+    assert stderr.startswith('error: OpenVINO is not installed: pip install openvino')
+    assert stderr.count('\n') == 1
+
+
+def test_the_backend_choices_are_the_suites():
+    assert load_tool(TOOL).BACKENDS == suite.BACKENDS
 
 
 def _fake_ade_split(root, count=3, size=64):
