@@ -68,8 +68,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     json_path = args.pop('json_path')
     from repnext_mm.benchmark.quantization import (QuantizationSettings, format_report,
                                                    report_as_dict, run_quantization_report)
-    from repnext_mm.utils.fileio import atomic_write_json
+    from repnext_mm.utils.fileio import atomic_write_json, check_output_path
 
+    if json_path:  # before the work: a directory here would only fail at the end
+        check_output_path(json_path, force=True)
     report = run_quantization_report(QuantizationSettings(**args))
     print('\n'.join(format_report(report)))
     if json_path:

@@ -73,3 +73,11 @@ def test_missing_evaluation_folder_is_one_error(shape_images, tmp_path, capsys):
     assert status == 2
     assert re.search(r'^error: image folder .*none does not exist .*pass --eval-dir DIR', stderr,
                      re.M)
+
+
+def test_a_directory_as_json_output_is_refused_before_any_work(tmp_path, capsys):
+    status, stdout, stderr = run_tool(TOOL, [CONFIGS['classifier'], '--json', tmp_path], capsys)
+    assert status == 2
+    assert stderr.count('error:') == 1 and 'is a directory' in stderr
+    assert 'Traceback' not in stderr and stdout == ''
+    assert list(tmp_path.iterdir()) == []
