@@ -1,8 +1,9 @@
 """setup.py: wheels, sdists and editable installs carry configs and tools in ``repnext_mm/.mim``.
 
-The slow test is the user's path end to end: build a wheel, install it into a fresh virtual
-environment (dependencies from pip's cache, at the versions of this one), then
-``mim train repnext_mm <config name>`` and ``mim test`` from a folder that is not the checkout.
+The slow test is the user's path end to end: build a wheel, install it with its ``mmdet`` and
+``mim`` extras into a fresh virtual environment that sees this environment's stack (so it needs
+neither pip's cache nor a compiler), then ``mim train repnext_mm <config name>`` and
+``mim test`` from a folder that is not the checkout.
 """
 from __future__ import annotations
 
@@ -111,29 +112,73 @@ def test_editable_install_links_mim_to_the_checkout():
     assert (package / '.mim' / 'configs' / 'mmdet' / 'mask_rcnn_repnext_m4_fpn_1x_coco.py').is_file()
 
 
+# What the fresh environment installs itself: the package under test, and the one pure-Python
+# tool whose console script the test runs. Everything else (torch, the mmcv this environment
+# compiled, mmdet, ...) is seen through a folder of links to this environment's site-packages,
+# so the test needs no pip cache and no compiler, and pip's resolver still checks the extras.
+INSTALLED_BY_THE_TEST = ('repnext_mm', 'repnext-mm', 'openmim')
+
+
 @pytest.mark.slow
 def test_wheel_in_a_fresh_venv_trains_and_tests_with_mim(wheel, tmp_path):
     venv = tmp_path / 'venv'
     try:
         _train_and_test_in_fresh_venv(wheel, venv, tmp_path)
     finally:
-        # A full stack is several GB: do not leave it for pytest's tmp retention.
         shutil.rmtree(venv, ignore_errors=True)
 
 
+def distribution_name(entry: Path) -> str | None:
+    """``openmim`` for ``openmim-0.3.9.dist-info``; None for anything that is not metadata."""
+    if entry.suffix not in ('.dist-info', '.egg-info', '.egg-link'):
+        return None
+    return entry.name.split('-')[0].lower().replace('_', '-')
+
+
+def link_this_stack(view: Path) -> None:
+    """Links every entry of this environment's site-packages into ``view`` except the package
+    under test, its editable-install hooks and the tools the fresh environment installs itself."""
+    import site
+
+    excluded = {name.replace('_', '-') for name in INSTALLED_BY_THE_TEST}
+    view.mkdir()
+    for site_packages in map(Path, site.getsitepackages()):
+        for entry in site_packages.iterdir():
+            name = distribution_name(entry)
+            if (name in excluded or entry.suffix == '.pth' or entry.name.startswith('__editable__')
+                    or entry.name in ('repnext_mm', 'mim', '__pycache__')
+                    or (view / entry.name).exists()):
+                continue
+            (view / entry.name).symlink_to(entry)
+
+
 def _train_and_test_in_fresh_venv(wheel: Path, venv: Path, tmp_path: Path) -> None:
-    # The same versions as this environment, so pip takes everything from its cache (torch, and
-    # the mmcv wheel it compiled once) instead of resolving anything new.
-    frozen = run([sys.executable, '-m', 'pip', 'freeze', '--all', '--exclude-editable'],
-                 cwd=tmp_path)
-    constraints = tmp_path / 'constraints.txt'
-    constraints.write_text('\n'.join(
-        line for line in frozen.stdout.splitlines()
-        if line and not line.startswith(('-e ', '#', 'pip==', 'repnext_mm', 'repnext-mm'))) + '\n')
     run([getattr(sys, '_base_executable', sys.executable), '-m', 'venv', venv], cwd=tmp_path)
     python, mim = venv / 'bin' / 'python', venv / 'bin' / 'mim'
+    # The venv's bundled setuptools is older than torch requires (>=77): the stack's serves.
+    run([python, '-m', 'pip', 'uninstall', '-q', '-y', 'setuptools'], cwd=tmp_path)
+    own_site = Path(run([python, '-c', 'import sysconfig; print(sysconfig.get_path("purelib"))'],
+                        cwd=tmp_path).stdout.strip())
+    link_this_stack(tmp_path / 'stack')
+    # A path line in a .pth file: the stack comes after the fresh environment's own packages.
+    (own_site / 'this_stack.pth').write_text(f'{tmp_path / "stack"}\n')
+    constraints = tmp_path / 'constraints.txt'
+    frozen = run([sys.executable, '-m', 'pip', 'freeze', '--all', '--exclude-editable'],
+                 cwd=tmp_path)
+    constraints.write_text('\n'.join(
+        line for line in frozen.stdout.splitlines()
+        if line and not line.startswith(('-e ', '#', 'pip==', *INSTALLED_BY_THE_TEST))) + '\n')
+    before = {p.name for p in own_site.iterdir()}
     run([python, '-m', 'pip', 'install', '-q', '-c', constraints, f'{wheel}[mmdet,mim]'],
         cwd=tmp_path)
+    added = {distribution_name(own_site / name) for name in
+             {p.name for p in own_site.iterdir()} - before} - {None}
+    # Nothing of the stack was downloaded or built: mmcv is the one this environment has.
+    assert added == {'repnext-mm', 'openmim'}, sorted(added)
+    mmcv_ops = run([python, '-c', 'import mmcv.ops, os; print(os.path.realpath(mmcv.ops.__file__))'],
+                   cwd=tmp_path).stdout.strip()
+    import mmcv.ops
+    assert mmcv_ops == os.path.realpath(mmcv.ops.__file__)
 
     # A folder that is not the checkout: the config and tools must come from the installed wheel.
     workspace = tmp_path / 'workspace'

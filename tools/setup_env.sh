@@ -77,7 +77,9 @@ else
   # numbered compile jobs (without it, torch's extension builder compiles one file at a time).
   build_tools="$VENV/.mmcv_build_setuptools"
   rm -rf "$build_tools"
-  pip_ install -q --target "$build_tools" "setuptools<70"
+  # --no-warn-conflicts: the folder is not part of the environment, so the resolver's report on
+  # the environment's torch (setuptools>=77) against it would be wrong.
+  pip_ install -q --no-warn-conflicts --target "$build_tools" "setuptools<70"
   pip_ install -q -c "$CONSTRAINTS" ninja
   build_log="$VENV/mmcv_build.log"
   # CFLAGS is appended after Python's own "-g -O3": -g0 drops the debug info of every torch
