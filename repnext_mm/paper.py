@@ -3,7 +3,7 @@
 Zhao et al., "RepNeXt: A Fast Multi-Scale CNN using Structural Reparameterization"
 (arXiv 2406.16004): ImageNet-1K classifiers (Tables 2 and 3) and the Mask R-CNN / Semantic FPN
 backbones (Table 4), for RepNeXt and the baselines the paper compares with. The model zoo
-(:mod:`repnext_mm.utils.metafiles`: results and latencies of ``model-index.yml``) and the
+(:mod:`repnext_mm.zoo.metafiles`: results and latencies of ``model-index.yml``) and the
 latency-accuracy plot (:mod:`repnext_mm.visualization.latency_plot`) both read these tables.
 
 Latencies are the paper's iPhone 12 measurements (iOS 16, Core ML, mean of 20 runs): classifiers

@@ -1,8 +1,20 @@
-"""Fixtures for the whole suite."""
+"""The suite's fixtures, all of them (helpers and constants that tests import are in helpers.py).
+
+Expensive inputs are built once per session and only when a test asks for them: the shapes data
+set, "trained" checkpoints of the shapes configs, files in the authors' published layouts, image
+folders for int8 calibration, and a tiny fused backbone exported to ONNX (once per module).
+"""
 from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import torch
+
+from tests.helpers import (REPO, SHAPES_CONFIGS, SMALL_GEMM, TINY_ARCH, TINY_OUTPUTS,
+                           describe_process, randomize_norms, run_tool_process,
+                           write_shape_images)
 
 
 @pytest.fixture(autouse=True)
@@ -25,8 +37,146 @@ def no_logger_writes_to_a_closed_stream():
 @pytest.fixture
 def one_cpu_thread():
     """One torch thread: on 2 shared cores a second OpenMP thread spin-waits whenever another
-    process wants the core, which made training and forward/backward passes many times slower."""
+    process wants the core, which made training and forward/backward passes 10-100x slower (and
+    their run time erratic). A module that needs it for every test says so once:
+    ``pytestmark = pytest.mark.usefixtures('one_cpu_thread')``."""
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope='session')
+def shapes_data() -> Path:
+    """The shapes data set in ``data/shapes`` (what the shapes configs read), as a user makes it:
+    ``tools/data/make_shapes.py`` in a fresh process (a no-op when it is up to date)."""
+    result = run_tool_process('tools/data/make_shapes.py', '--quiet', timeout=600)
+    assert result.returncode == 0, describe_process(result)
+    root = REPO / 'data' / 'shapes'
+    assert (root / 'coco' / 'annotations' / 'instances_val.json').is_file()
+    return root
+
+
+@pytest.fixture(scope='session')
+def shape_images(tmp_path_factory) -> dict[str, Path]:
+    """``{'calib': 8 images, 'heldout': 8 other images}`` (64x64 shapes, class folders) for the
+    int8 calibration and report tests."""
+    root = tmp_path_factory.mktemp('shape_images')
+    write_shape_images(root / 'calib', 8, seed=0)
+    write_shape_images(root / 'heldout', 8, seed=1)
+    return dict(calib=root / 'calib', heldout=root / 'heldout')
+
+
+# ---------------------------------------------------------------------------------------------
+# "Trained" checkpoints of the shapes configs
+# ---------------------------------------------------------------------------------------------
+def save_trained_checkpoint(config: Path, path: Path, seed: int = 0) -> Path:
+    """Saves a freshly built model as if trained: random BN statistics, a runner-like layout."""
+    from repnext_mm.apis.model import build_model, load_model_config
+
+    torch.manual_seed(seed)
+    model = randomize_norms(build_model(load_model_config(config)), seed=seed)
+    torch.save(dict(
+        meta=dict(epoch=1, iter=10,
+                  dataset_meta=dict(classes=('circle', 'square', 'star', 'triangle'))),
+        state_dict=model.state_dict(),
+        optimizer=dict(state={}, param_groups=[dict(lr=1e-3)]),
+    ), path)
+    return path
+
+
+@pytest.fixture(scope='session')
+def trained_checkpoints(tmp_path_factory) -> dict[str, Path]:
+    """A "trained" checkpoint per task of :data:`~tests.helpers.SHAPES_CONFIGS`, built lazily
+    (each only when a test asks for it)."""
+    root = tmp_path_factory.mktemp('trained')
+
+    class Lazy(dict):
+        def __missing__(self, task: str) -> Path:
+            self[task] = save_trained_checkpoint(SHAPES_CONFIGS[task], root / f'{task}.pth')
+            return self[task]
+
+    return Lazy()
+
+
+# ---------------------------------------------------------------------------------------------
+# The authors' releases, RepNeXt-M0 in each published layout (tests/deploy/release_layout.py).
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class Release:
+    """A file in one of the authors' published layouts.
+
+    Attributes:
+        path: The file; named ``checkpoint.pth`` whatever its kind (recognized by content).
+        weights: The weights it was made from, in the authors' training-form names (for the
+            detector and segmentor: the whole ``state_dict``).
+    """
+    path: Path
+    weights: dict
+
+
+def _release(kind: str, path: Path) -> Release:
+    from tests.deploy.author_layout import author_checkpoint, author_state_dict
+    from tests.deploy.release_layout import (AuthorFusedRepNext, detector_checkpoint,
+                                             segmentor_checkpoint, timm_checkpoint)
+
+    if kind == 'fused':
+        weights = author_state_dict('m0', num_classes=10, seed=4)
+        torch.jit.save(torch.jit.script(AuthorFusedRepNext.from_training(weights, 'm0')), path)
+        return Release(path, weights)
+    checkpoint = dict(imagenet=lambda: author_checkpoint('m0', num_classes=10, seed=1),
+                      timm=lambda: timm_checkpoint('m0', num_classes=10, seed=2, ema=True),
+                      detector=lambda: detector_checkpoint('m0', seed=3),
+                      segmentor=lambda: segmentor_checkpoint('m0', seed=5))[kind]()
+    torch.save(checkpoint, path)
+    weights = checkpoint['model' if kind == 'imagenet' else 'state_dict']
+    return Release(path, weights)
+
+
+@pytest.fixture(scope='session')
+def releases(tmp_path_factory) -> dict[str, Release]:
+    """One file per released kind (imagenet, timm, detector, segmentor, fused), built lazily."""
+    root = tmp_path_factory.mktemp('releases')
+
+    class Lazy(dict):
+        def __missing__(self, kind: str) -> Release:
+            folder = root / kind
+            folder.mkdir()
+            self[kind] = _release(kind, folder / 'checkpoint.pth')
+            return self[kind]
+
+    return Lazy()
+
+
+# ---------------------------------------------------------------------------------------------
+# Benchmarks: a tiny fused backbone in ONNX, a small GEMM
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture
+def small_gemm(monkeypatch) -> int:
+    """The floor's GEMM at :data:`~tests.helpers.SMALL_GEMM` squared; returns its FLOP count."""
+    from repnext_mm.benchmark import fused
+
+    monkeypatch.setitem(fused.GEMM_SIZE, 'cpu', SMALL_GEMM)
+    return 2 * SMALL_GEMM ** 3
+
+
+@pytest.fixture(scope='module')
+def tiny_onnx(tmp_path_factory):
+    """A fused tiny RepNeXt (non-trivial BNs folded), a batch of 2 at 32x32 and its ONNX file.
+
+    Exported once per module with the benchmarks' own export, so every runtime test runs the
+    file the benchmarks run. The export needs onnxruntime: a test that asks for this fixture
+    carries ``@requires_onnxruntime``.
+    """
+    from repnext_mm.benchmark.runtimes import export_for_timing
+    from repnext_mm.models.backbones.repnext import RepNeXt
+
+    model = randomize_norms(RepNeXt(TINY_ARCH)).eval()
+    model.switch_to_deploy()
+    inputs = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    path = export_for_timing(model, inputs, tmp_path_factory.mktemp('onnx') / 'tiny.onnx',
+                             TINY_OUTPUTS)
+    return model, inputs, path

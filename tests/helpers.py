@@ -1,16 +1,71 @@
-"""Shared test utilities."""
+"""Shared test utilities: the repository root, the shapes configs, optional-package skips and
+the two ways of running a tool (in-process and in a fresh process).
+
+Fixtures live in ``tests/conftest.py``; everything a test module imports lives here.
+"""
 from __future__ import annotations
 
 import importlib.util
+import os
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
 
+import pytest
 import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+#: The repository root (the checkout the tests run from).
 REPO = Path(__file__).resolve().parents[1]
+
+#: The real shapes configs, one per task (small images, so the tests stay fast).
+SHAPES_CONFIGS = dict(
+    classifier=REPO / 'configs/mmpretrain/repnext_m0_shapes.py',
+    detector=REPO / 'configs/mmdet/mask_rcnn_repnext_m0_fpn_shapes.py',
+    segmentor=REPO / 'configs/mmseg/fpn_repnext_m0_shapes.py',
+)
+#: Input sizes for checks on :data:`SHAPES_CONFIGS`: each config's image size.
+SHAPES_INPUT_SIZES = dict(classifier=(64, 64), detector=(128, 128), segmentor=(128, 128))
+
+#: A tiny custom RepNeXt arch (every stage, one block each) and its output names.
+TINY_ARCH = dict(widths=(8, 16, 32, 64), depths=(1, 1, 1, 1))
+TINY_OUTPUTS = ['stage0', 'stage1', 'stage2', 'stage3']
+#: Side of the floor's matmul in tests: the same code path as 2048 in a fraction of the time.
+SMALL_GEMM = 128
+
+
+# ---------------------------------------------------------------------------------------------
+# Optional packages: a skip on exactly the tests that need one, saying why and how to install it.
+# tools/setup_env.sh installs every one of them (requirements/runtime.txt; mmcv with its ops), so
+# nothing skips in a full environment. Only a package that is absent skips: one that is installed
+# but fails to import fails the tests that need it. What the stack itself requires (opencv and
+# matplotlib come with mmengine, model-index with mmpretrain and openmim) is imported directly.
+# ---------------------------------------------------------------------------------------------
+def is_installed(module: str) -> bool:
+    """Whether ``module`` can be found, without importing it (its parent package, if dotted)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a missing parent, or ``sys.modules[module] = None``
+        return False
+
+
+def requires(module: str, package: str, needed_for: str,
+             install: str | None = None) -> pytest.MarkDecorator:
+    """A ``skipif`` for tests that need ``module`` (from the pip ``package``) for ``needed_for``."""
+    install = install or f'pip install {package} -c requirements/constraints.txt'
+    return pytest.mark.skipif(not is_installed(module),
+                              reason=f'{package} is not installed ({needed_for}; {install})')
+
+
+requires_onnxruntime = requires('onnxruntime', 'onnxruntime',
+                                'the ONNX export checks its outputs with it; a backend of the timings')
+requires_openvino = requires('openvino', 'openvino', 'the OpenVINO backend runs with it')
+requires_grad_cam = requires('pytorch_grad_cam', 'grad-cam', 'it computes and draws the CAMs')
+requires_mmcv_ops = requires('mmcv._ext', 'mmcv (with its compiled ops)',
+                             'mmdet and mmseg models need them',
+                             install='rerun tools/setup_env.sh (mmcv-lite has no ops)')
 
 
 def load_tool(relative_path: str) -> ModuleType:
@@ -40,6 +95,36 @@ def run_tool(relative_path: str, argv: list, capsys) -> tuple[int, str, str]:
     return status, captured.out, captured.err
 
 
+def run_tool_process(script: str | Path, *args: str | Path, cwd: Path = REPO,
+                     env: dict | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
+    """Runs ``tools/...py`` with this interpreter (``tools/...sh`` with bash) in a fresh process.
+
+    Only for what needs one: what a user sees of a whole process (its exact stderr), multi-process
+    launches, or a tool run next to an in-process one; everything else uses :func:`run_tool`.
+    The process gets one OpenMP thread unless ``OMP_NUM_THREADS`` is set (on 2 shared cores, 2
+    threads per process make a training step up to 10x slower), the checkout on ``PYTHONPATH``
+    and this interpreter as ``PYTHON`` (for the shell scripts); ``env`` overrides any of it.
+
+    Returns:
+        The finished process, its stdout and stderr as text.
+    """
+    command = [str(script), *(str(a) for a in args)]
+    if command[0].endswith('.py'):
+        command = [sys.executable, *command]
+    elif command[0].endswith('.sh'):
+        command = ['bash', *command]
+    full_env = {'OMP_NUM_THREADS': '1', **os.environ, 'PYTHONPATH': str(REPO),
+                'PYTHON': sys.executable, **(env or {})}
+    return subprocess.run(command, cwd=cwd, env=full_env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def describe_process(result: subprocess.CompletedProcess) -> str:
+    """A finished process's exit status and the ends of its output, for assertion messages."""
+    return (f'exit {result.returncode}\n--- stdout ---\n{result.stdout[-3000:]}\n'
+            f'--- stderr ---\n{result.stderr[-5000:]}')
+
+
 @torch.no_grad()
 def randomize_norms(model: nn.Module, seed: int = 0) -> nn.Module:
     """Gives every BatchNorm non-trivial statistics and affine parameters.
@@ -61,3 +146,22 @@ def randomize_norms(model: nn.Module, seed: int = 0) -> nn.Module:
 def max_rel_error(actual: Tensor, expected: Tensor) -> float:
     """Max absolute difference relative to the largest magnitude of ``expected``."""
     return ((actual - expected).abs().max() / expected.abs().max().clamp_min(1e-12)).item()
+
+
+def write_shape_images(folder: Path, count: int, size: int = 64, seed: int = 0) -> list[Path]:
+    """``count`` shapes images in class folders (``folder/<class>/NNN.png``), classes in turn."""
+    import cv2
+    import numpy as np
+
+    from repnext_mm.datasets.shapes import CLASSES, render_single
+
+    paths = []
+    for index in range(count):
+        rng = np.random.default_rng([seed, index])
+        label = index % len(CLASSES)
+        image, _ = render_single(rng, size, label)
+        path = folder / CLASSES[label] / f'{index:03d}.png'
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        paths.append(path)
+    return paths

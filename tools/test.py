@@ -10,18 +10,14 @@ Metrics are logged, written to ``<work_dir>/<timestamp>/<timestamp>.json`` and p
 last ``test metrics: {...}`` line. The checkpoint must fit the model completely; a fused one
 (``tools/deploy/reparameterize.py``) builds the fused model by itself. Multi-process:
 ``tools/dist_test.sh CONFIG CHECKPOINT NPROC``. The work is done by
-:func:`repnext_mm.apis.run.test`.
+:func:`repnext_mm.engine.run.test`.
 """
 from __future__ import annotations
 
-import os.path as osp
 import sys
 from typing import Sequence
 
-# Run from a checkout without installing: the repository root holds the repnext_mm package.
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-
-from repnext_mm.cli import ArgumentParser, add_run_arguments, parse_run_args, run_cli  # noqa: E402
+from repnext_mm.cli import ArgumentParser, add_run_arguments, parse_run_args, run_cli
 
 
 def build_parser() -> ArgumentParser:
@@ -40,7 +36,7 @@ def build_parser() -> ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    from repnext_mm.apis.run import test
+    from repnext_mm.engine.run import test
 
     return test(**parse_run_args(build_parser(), argv))
 

@@ -8,18 +8,14 @@ Usage::
                           [--launcher {none,pytorch,slurm,mpi}]
 
 Multi-process: ``tools/dist_train.sh CONFIG NPROC [args]`` (works without CUDA, with gloo).
-The work is done by :func:`repnext_mm.apis.run.train`.
+The work is done by :func:`repnext_mm.engine.run.train`.
 """
 from __future__ import annotations
 
-import os.path as osp
 import sys
 from typing import Sequence
 
-# Run from a checkout without installing: the repository root holds the repnext_mm package.
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-
-from repnext_mm.cli import ArgumentParser, add_run_arguments, parse_run_args, run_cli  # noqa: E402
+from repnext_mm.cli import ArgumentParser, add_run_arguments, parse_run_args, run_cli
 
 
 def build_parser() -> ArgumentParser:
@@ -41,7 +37,7 @@ def build_parser() -> ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    from repnext_mm.apis.run import train
+    from repnext_mm.engine.run import train
 
     train(**parse_run_args(build_parser(), argv))
 

@@ -1,7 +1,9 @@
 """Reading checkpoint files and loading their weights into models, strictly.
 
 Every tool reads checkpoints through :func:`read_checkpoint` (``weights_only=True`` with an
-explicit allow-list, errors that say what is wrong with the file) and loads weights through
+explicit allow-list, errors that say what is wrong with the file; an address such as
+``https://...`` goes to the loader MMEngine's ``CheckpointLoader`` registers for it, which for the
+authors' release is :mod:`repnext_mm.hub.weights`) and loads weights through
 :func:`load_state_dict_checked`: a checkpoint that does not fit the model is an
 :class:`~repnext_mm.utils.errors.InputError` naming the missing, unexpected and mis-shaped
 entries, never a warning in a log. A deliberate partial load (fine-tuning with a new head) names
@@ -19,12 +21,14 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
+from mmengine.runner.checkpoint import CheckpointLoader
 from torch import Tensor, nn
 
 from repnext_mm.utils.errors import InputError
 from repnext_mm.utils.safe_load import checkpoint_safe_globals
 from repnext_mm.utils.state_dict import (StateDictMismatch, compare_state_dicts,  # noqa: F401
                                          extract_state_dict)
+from .inputs import is_local_path
 
 #: Recorded in ``meta['repnext_mm']`` of every checkpoint written by the reparameterize tool.
 FUSED_META_KEY = 'repnext_mm'
@@ -82,13 +86,30 @@ def _unpickling_error(path: Path, error: pickle.UnpicklingError, unsafe_hint: st
                       f'truncated ({detail}). Copy or download it again.')
 
 
+def _read_address(url: str, map_location: Any) -> Any:
+    """The checkpoint at ``url`` as the loader MMEngine registered for its prefix gives it
+    (the authors' release: downloaded, cached and converted; other addresses: MMEngine's own)."""
+    try:
+        return CheckpointLoader.load_checkpoint(url, map_location=map_location)
+    except InputError:
+        raise
+    except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as error:
+        # urllib's URLError / HTTPError are OSErrors; torch's unreadable files the others
+        raise InputError(f'checkpoint {url} could not be loaded ({_first_line(error)}); check '
+                         'the address, or download the file and pass its path') from error
+
+
 def read_checkpoint(path: str | os.PathLike, map_location: Any = 'cpu',
                     unsafe_full_unpickle: bool = False, unsafe_hint: str | None = None,
                     mmap: bool = False) -> Any:
     """Loads a ``torch.save`` file with ``weights_only=True`` and an explicit allow-list.
 
+    An address (``scheme://...``) is read by the loader MMEngine's ``CheckpointLoader`` has for
+    it; the authors' release files come converted to this package's layout
+    (:mod:`repnext_mm.hub.weights`, registered by ``import repnext_mm``).
+
     Args:
-        path: Checkpoint file.
+        path: Checkpoint file, or an address.
         map_location: As for ``torch.load``.
         unsafe_full_unpickle: Unpickle arbitrary objects (``weights_only=False``). Only for files
             from a trusted source: unpickling can execute code.
@@ -99,8 +120,11 @@ def read_checkpoint(path: str | os.PathLike, map_location: Any = 'cpu',
 
     Raises:
         InputError: The file is missing, a directory, empty, truncated or corrupt, or refers to
-            an object type outside the allow-list (the message names it).
+            an object type outside the allow-list (the message names it); an address that does
+            not load.
     """
+    if not is_local_path(str(path)):
+        return _read_address(str(path), map_location)
     path = Path(path)
     if path.is_dir():
         raise InputError(f'checkpoint {path} is a directory; pass the .pth file inside it')

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from repnext_mm.deploy.verify import RELATIVE_TOLERANCE, compare_outputs
 from repnext_mm.models.utils.reparameterize import count_batchnorms
 from repnext_mm.models.backbones.repnext import ConvNorm, RepDWConvM, RepDWConvS, RepNeXt
-from .counting import count_macs
+from repnext_mm.models.utils.complexity import count_macs
 from .runtimes import export_for_timing, onnxruntime_runner, openvino_runner, torch_runner
 
 FUSED_BATCH, FUSED_SIZE = 1, 512
@@ -89,7 +89,7 @@ def _cpu_runtime_variants(forms: dict[str, RepNeXt], x: Tensor, threads: int,
         frozen = torch.jit.optimize_for_inference(torch.jit.freeze(
             torch.jit.trace(fused, x, check_trace=False).eval()))
     variants = {'full fusion, TorchScript frozen': torch_runner(frozen, x)}
-    if not _installed('onnxruntime'):  # the exporter needs it (deploy.onnx_export.require_onnx)
+    if not _installed('onnxruntime'):
         print('  (onnxruntime not installed: ONNX Runtime and OpenVINO rows skipped)')
         return variants
     names = [f'stage{index}' for index in fused.out_indices]

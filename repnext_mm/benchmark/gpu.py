@@ -7,6 +7,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from repnext_mm.models.input_sizes import CLASSIFIER_INPUT_SIZE
 from repnext_mm.utils.errors import InputError
 from .runtimes import torch_runner
 from .timing import time_callable
@@ -60,7 +61,7 @@ def largest_fitting_batch(module: nn.Module, image_size: tuple[int, int], max_ba
     raise InputError('even batch size 1 does not fit in GPU memory')
 
 
-def cuda_throughput(module: nn.Module, image_size: tuple[int, int] = (224, 224),
+def cuda_throughput(module: nn.Module, image_size: tuple[int, int] = CLASSIFIER_INPUT_SIZE,
                     max_batch: int = 4096, warmup: int = 10, runs: int = 30,
                     progress: bool = True, label: str = '') -> dict:
     """The paper's GPU throughput protocol: fused fp32, largest power-of-two batch that fits.

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from repnext_mm.models.input_sizes import CLASSIFIER_INPUT_SIZE
 from repnext_mm.utils.errors import InputError
 from repnext_mm.utils.fileio import check_output_path
 from .runtimes import describe_cpu, set_threads
@@ -72,7 +73,7 @@ def _input_shape(settings: LatencySettings, task: str) -> tuple[int, int]:
     from repnext_mm.deploy.verify import DEFAULT_SHAPES
 
     kind = 'backbone' if settings.backbone_only else task
-    default = (224, 224) if settings.backend == ['cuda'] else DEFAULT_SHAPES[kind]
+    default = CLASSIFIER_INPUT_SIZE if settings.backend == ['cuda'] else DEFAULT_SHAPES[kind]
     return tuple(settings.shape or default)
 
 

@@ -32,12 +32,12 @@ from repnext_mm.apis.model import PreparedModel, prepare_model, preprocessing_of
 from repnext_mm.deploy.calibration import (DEFAULT_CALIBRATION_IMAGES, ImageSet, PipelineInputs,
                                            calibration_dir, list_images)
 from repnext_mm.deploy.exportable import ExportWrapper
-from repnext_mm.deploy.onnx_export import INPUT_NAME
+from repnext_mm.deploy.onnx_runtime import onnxruntime_call
 from repnext_mm.deploy.quantize import Int8Export, cosine_similarity, export_int8_onnx
 from repnext_mm.deploy.verify import DEFAULT_SHAPES
 from repnext_mm.utils.errors import InputError
-from .runtimes import (describe_cpu, onnxruntime_session, openvino_model, require_openvino,
-                       set_threads)
+from repnext_mm.utils.imports import require
+from .runtimes import describe_cpu, openvino_call, set_threads
 from .timing import TimingStats, paired_ratio, round_robin
 
 RUNTIMES = ('onnxruntime', 'openvino')
@@ -87,26 +87,9 @@ class QuantizationSettings:
     cfg_options: dict[str, Any] | None = None
 
 
-def onnxruntime_call(path: str | os.PathLike, threads: int) -> Runner:
-    """``f(input) -> outputs`` of an ONNX Runtime CPU session."""
-    session = onnxruntime_session(path, threads)
-    return lambda feed: session.run(None, {INPUT_NAME: feed})
-
-
-def openvino_call(path: str | os.PathLike, threads: int) -> Runner:
-    """``f(input) -> outputs`` of the ONNX file on OpenVINO's CPU plugin, pinned to fp32
-    (:func:`~.runtimes.openvino_model`: the plugin would otherwise run bf16 on this CPU)."""
-    compiled = openvino_model(path, threads)
-    request = compiled.create_infer_request()
-    outputs = list(compiled.outputs)
-
-    def run(feed: np.ndarray) -> list:
-        # Copies: the next call would overwrite the buffers OpenVINO hands out.
-        results = request.infer({0: feed}, share_outputs=False)
-        return [results[output] for output in outputs]
-    return run
-
-
+#: ``f(input) -> outputs`` of an ``.onnx`` file, by runtime: the graph on ONNX Runtime's CPU
+#: session, or on OpenVINO's CPU plugin pinned to fp32 (:func:`~.runtimes.openvino_model`: the
+#: plugin would otherwise run bf16 on this CPU).
 RUNNER_FACTORIES = dict(onnxruntime=onnxruntime_call, openvino=openvino_call)
 
 
@@ -221,7 +204,7 @@ def _resolve_runtimes(names: Sequence[str]) -> list[str]:
     if unknown:
         raise InputError(f'--runtimes must be among {", ".join(RUNTIMES)}, got {unknown}')
     if 'openvino' in names:
-        require_openvino()
+        require('openvino', 'the openvino runtime')
     return list(dict.fromkeys(names))
 
 

@@ -10,13 +10,16 @@ import contextlib
 import os
 import platform
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Callable, Iterator, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
+from repnext_mm.deploy.onnx_export import export_onnx
+from repnext_mm.deploy.onnx_runtime import onnxruntime_call
 from repnext_mm.utils.errors import InputError
+from repnext_mm.utils.imports import require
 
 
 def set_threads(threads: int | None) -> int:
@@ -100,50 +103,12 @@ def torch_runner(module: nn.Module | Callable[[Tensor], Any],
     return forward
 
 
-def require_onnxruntime() -> ModuleType:
-    """``onnxruntime``, or an InputError naming the install command."""
-    try:
-        import onnxruntime
-    except ImportError as error:
-        raise InputError('ONNX Runtime is not installed: pip install onnxruntime '
-                         '(with -c requirements/constraints.txt)') from error
-    return onnxruntime
-
-
-def require_openvino() -> ModuleType:
-    """``openvino``, or an InputError naming the install command."""
-    try:
-        import openvino
-    except ImportError as error:
-        raise InputError('OpenVINO is not installed: pip install openvino (or the deploy '
-                         'extra: pip install "repnext_mm[deploy]")') from error
-    return openvino
-
-
-def onnxruntime_session(path: str | os.PathLike, threads: int | None = None):
-    """An ONNX Runtime CPU session with all graph optimizations.
-
-    Args:
-        path: The ``.onnx`` file.
-        threads: Intra-op threads (default: ONNX Runtime's choice, one per core). Inter-op
-            parallelism is off: a sequential graph gains nothing from it and it would compete
-            with the intra-op threads for the cores.
-    """
-    ort = require_onnxruntime()
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), options, providers=['CPUExecutionProvider'])
-
-
 def onnxruntime_runner(onnx_path: str | os.PathLike, inputs: Tensor,
                        threads: int | None = None) -> Callable[[], list]:
-    """A zero-argument call running an ONNX model on ``inputs`` (numpy arrays out)."""
-    session = onnxruntime_session(onnx_path, threads)
-    feed = {session.get_inputs()[0].name: inputs.cpu().numpy()}
-    return lambda: session.run(None, feed)
+    """A zero-argument call running an ONNX model on ``inputs`` (numpy arrays out), on the
+    session of :func:`repnext_mm.deploy.onnx_runtime.onnxruntime_session`."""
+    run, feed = onnxruntime_call(onnx_path, threads), inputs.cpu().numpy()
+    return lambda: run(feed)
 
 
 def openvino_model(path: str | os.PathLike, threads: int | None = None):
@@ -156,7 +121,7 @@ def openvino_model(path: str | os.PathLike, threads: int | None = None):
         path: The ``.onnx`` file.
         threads: ``INFERENCE_NUM_THREADS`` (default: OpenVINO's choice, one per core).
     """
-    ov = require_openvino()
+    ov = require('openvino', 'the openvino backend')
     import openvino.properties as props
     import openvino.properties.hint as hints
 
@@ -168,22 +133,29 @@ def openvino_model(path: str | os.PathLike, threads: int | None = None):
     return core.compile_model(core.read_model(str(path)), 'CPU', config)
 
 
-def openvino_runner(onnx_path: str | os.PathLike, inputs: Tensor,
-                    threads: int | None = None) -> Callable[[], list]:
-    """A zero-argument call running an ONNX model with OpenVINO on ``inputs`` (numpy arrays out).
+def openvino_call(onnx_path: str | os.PathLike,
+                  threads: int | None = None) -> Callable[[np.ndarray], list]:
+    """``f(input) -> outputs`` (numpy arrays) of an ONNX file on :func:`openvino_model`.
 
     The outputs are copies, as ONNX Runtime's are (OpenVINO would otherwise hand out views of
-    buffers that the next call overwrites).
+    buffers that the next call overwrites). The input is read in place during the call.
     """
     compiled = openvino_model(onnx_path, threads)
     request = compiled.create_infer_request()
-    feed = {0: inputs.cpu().numpy()}  # kept alive here, so OpenVINO may read it in place
     outputs = list(compiled.outputs)
 
-    def forward() -> list:
-        result = request.infer(feed, share_inputs=True, share_outputs=False)
+    def run(feed: np.ndarray) -> list:
+        result = request.infer({0: feed}, share_inputs=True, share_outputs=False)
         return [result[output] for output in outputs]
-    return forward
+    return run
+
+
+def openvino_runner(onnx_path: str | os.PathLike, inputs: Tensor,
+                    threads: int | None = None) -> Callable[[], list]:
+    """A zero-argument call running an ONNX model with OpenVINO on ``inputs`` (numpy arrays out,
+    copies: :func:`openvino_call`)."""
+    run, feed = openvino_call(onnx_path, threads), inputs.cpu().numpy()
+    return lambda: run(feed)
 
 
 #: The runners of an exported ``.onnx`` file, by backend name.
@@ -199,8 +171,6 @@ def export_for_timing(module: nn.Module, inputs: Tensor, path: str | os.PathLike
     write) without its parity check: timing callers compare outputs themselves, on every backend
     that runs the file.
     """
-    from repnext_mm.deploy.onnx_export import export_onnx  # deploy imports this module
-
     export_onnx(module, tuple(inputs.shape[-2:]), Path(path), list(output_names),
                 batch_size=inputs.shape[0], force=True, check_parity=False, log=lambda _: None)
     return Path(path)

@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from repnext_mm.models.backbones.repnext import RepNeXt
+from repnext_mm.models.input_sizes import CLASSIFIER_INPUT_SIZE
 from repnext_mm.utils.errors import InputError
 from .fused import (FULL_EAGER, FULL_OPENVINO, FULL_ORT, FULL_PREFIX, FUSED_BATCH, FUSED_SIZE,
                     GEMM, PARTIAL_EAGER, PARTIAL_ORT, UNFUSED, build_fused_variants,
@@ -41,7 +42,7 @@ from .training import (LAYOUTS, MEMORY_METHOD, TRAIN_BATCH, TRAIN_FORMS, TRAIN_S
                        TrainingCase, cuda_training_memory, image_hw, measure_training_memory,
                        training_step)
 
-GPU_SIZE = 224
+GPU_SIZE = CLASSIFIER_INPUT_SIZE[0]  # square, as the paper's throughput protocol
 # (d): mmdet's per-GPU batch at its 1333x800 scale (unpadded), and the classification batch of (a).
 CP_SHAPES = ((2, (800, 1333)), (TRAIN_BATCH, TRAIN_SIZE))
 SECTIONS = ('train', 'fused', 'gpu', 'with_cp')

@@ -26,12 +26,12 @@ from torch import Tensor, nn
 from repnext_mm.deploy.verify import example_inputs
 from repnext_mm.apis.model import PreparedModel
 from repnext_mm.deploy.exportable import ExportWrapper
+from repnext_mm.models.utils.complexity import count_macs, count_params
 from repnext_mm.utils.errors import InputError
-from .counting import count_macs, count_params
+from repnext_mm.utils.imports import require
 from .fused import GEMM, check_same_outputs, floor_samples, gemm_callable
 from .gpu import cuda_throughput, require_cuda
-from .runtimes import (ONNX_RUNNERS, describe_cpu, export_for_timing, require_onnxruntime,
-                       require_openvino, torch_runner, torch_threads)
+from .runtimes import ONNX_RUNNERS, describe_cpu, export_for_timing, torch_runner, torch_threads
 from .timing import TimingStats, paired_ratio, round_robin
 
 BACKENDS = ('torch', 'onnxruntime', 'openvino', 'cuda')
@@ -64,21 +64,18 @@ def _check_backends(backends: Sequence[str]) -> None:
         raise InputError(f'unknown backend(s) {unknown}; choose from {BACKENDS}')
     if 'cuda' in backends:
         require_cuda()  # fail before spending minutes on the CPU backends
-    if 'onnxruntime' in backends:
-        require_onnxruntime()
-    if 'openvino' in backends:
-        require_openvino()
+    for backend in ONNX_RUNNERS:
+        if backend in backends:
+            require(backend, f'the {backend} backend')
     if any(b in ONNX_RUNNERS for b in backends):
-        from repnext_mm.deploy.onnx_export import require_onnx
-        require_onnx()  # the export both ONNX backends run
+        require('onnx', 'the export both ONNX backends run')
 
 
 def _backend_name(backend: str) -> str:
     """The backend and its version, as the rows show it."""
-    if backend == 'onnxruntime':
-        return f'onnxruntime {require_onnxruntime().__version__}'
-    if backend == 'openvino':  # e.g. '2026.4.1-22982-e213a147257-releases/2026/4'
-        return f'openvino {require_openvino().__version__.split("-")[0]}'
+    if backend in ONNX_RUNNERS:
+        version = require(backend, f'the {backend} backend').__version__
+        return f'{backend} {version.split("-")[0]}'  # openvino: '2026.4.1-22982-e213a147257-...'
     return backend
 
 

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from repnext_mm.apis.inputs import dataset_configs
 from repnext_mm.utils.errors import InputError
-from repnext_mm.visualization.cam import IMAGE_SUFFIXES
+from repnext_mm.utils.fileio import IMAGE_SUFFIXES
 
 #: Calibration images used when the command line names no count.
 DEFAULT_CALIBRATION_IMAGES = 32

@@ -34,12 +34,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from repnext_mm.benchmark.counting import count_macs, count_params
+from repnext_mm.apis.model import Preprocessing
+from repnext_mm.models.utils.complexity import count_macs, count_params
 from repnext_mm.utils.errors import InputError
+from repnext_mm.utils.fileio import atomic_write, atomic_write_json, check_output_path
+from repnext_mm.utils.imports import require
 from .exportable import ExportWrapper, fold_input_channel_scale
 from .verify import example_inputs
-from repnext_mm.apis.model import Preprocessing
-from repnext_mm.utils.fileio import atomic_write, atomic_write_json, check_output_path
 
 Precision = Literal['fp16', 'fp32']
 #: ``--coreml-compress`` choices: int8 = per-channel symmetric linear quantization of the
@@ -57,15 +58,6 @@ LINUX_NOTE = (
     'median of 20+ runs): export with --ios-bench DIR and run the printed xcodebuild line on a Mac '
     'with the iPhone attached, or open the .mlpackage in Xcode (Performance tab, "+", choose the '
     'device) for a performance report.')
-
-
-def require_coremltools():
-    try:
-        import coremltools as ct
-    except ImportError as error:
-        raise InputError('Core ML export needs coremltools: pip install coremltools '
-                          '(with -c requirements/constraints.txt)') from error
-    return ct
 
 
 @dataclass
@@ -145,7 +137,7 @@ def compress_weights(mlmodel, compression: str):
         mlmodel: A converted ML program.
         compression: One of :data:`COMPRESSIONS` other than ``'none'``.
     """
-    ct = require_coremltools()
+    ct = require('coremltools', 'Core ML export')
     optimize = ct.optimize.coreml
     if compression == 'int8':
         config = optimize.OpLinearQuantizerConfig(
@@ -167,7 +159,7 @@ def mil_weights(mlmodel) -> dict[str, np.ndarray]:
     Linux: they rewrite the MIL program, nothing is executed). A decompressed weight keeps its
     compressed name (``..._quantized``, ``..._palettized``).
     """
-    optimize = require_coremltools().optimize.coreml
+    optimize = require('coremltools', 'Core ML export').optimize.coreml
     decompressed = optimize.decompress_weights(mlmodel)
     metadata = optimize.get_weights_metadata(decompressed, weight_threshold=0)
     return {name: np.asarray(entry.val) for name, entry in metadata.items()}
@@ -299,7 +291,7 @@ def export_coreml(wrapper: ExportWrapper, shape: tuple[int, int], out: str | os.
         compression: Weight compression, one of :data:`COMPRESSIONS` (see
             :func:`describe_compression` for what the report then holds).
     """
-    ct = require_coremltools()
+    ct = require('coremltools', 'Core ML export')
     if compression not in COMPRESSIONS:
         raise InputError(f'--coreml-compress must be one of {", ".join(COMPRESSIONS)}, '
                          f'got {compression!r}')
@@ -402,7 +394,7 @@ def time_coreml(path: str | os.PathLike, shape: tuple[int, int], compute_units=C
     """
     if not can_run_coreml():
         raise InputError(LINUX_NOTE.format(system=platform.system()))
-    ct = require_coremltools()
+    ct = require('coremltools', 'Core ML export')
     from PIL import Image
 
     height, width = shape

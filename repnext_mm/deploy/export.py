@@ -21,14 +21,15 @@ from typing import Any, Sequence
 from repnext_mm.apis.model import Preprocessing, PreparedModel, prepare_model, preprocessing_of
 from repnext_mm.utils.errors import InputError
 from repnext_mm.utils.fileio import check_output_path
+from repnext_mm.utils.imports import require
 from repnext_mm.utils.progress import StepProgress
 from .calibration import DEFAULT_CALIBRATION_IMAGES, PipelineInputs, calibration_dir, list_images
 from .coreml import (COMPRESSIONS, LINUX_NOTE, CoreMLExport, Precision, can_run_coreml,
-                     export_coreml, require_coremltools, time_coreml)
+                     export_coreml, time_coreml)
 from .exportable import ExportWrapper
 from .ios_bench import IOSBench, write_ios_bench
 from .onnx_export import MIN_OPSET, OnnxExport, export_onnx
-from .quantize import CALIBRATION_METHODS, Int8Export, export_int8_onnx, require_quantization
+from .quantize import CALIBRATION_METHODS, Int8Export, export_int8_onnx
 from .verify import DEFAULT_SHAPES
 
 FORMATS = ('coreml', 'onnx')
@@ -305,10 +306,11 @@ def run_export(settings: ExportSettings) -> OnnxExport | Int8Export | CoreMLRun:
     check_settings(settings)
     times_on_this_machine = False
     if settings.format == 'coreml':
-        require_coremltools()  # fail before the slow steps
+        require('coremltools', 'Core ML export')  # fail before the slow steps
         times_on_this_machine = can_run_coreml()
     if settings.int8:
-        require_quantization()
+        require('onnx', 'int8 export')
+        require('onnxruntime.quantization', 'int8 export')
 
     with StepProgress(export_steps(settings, times_on_this_machine)) as progress:
         progress.start(BUILD_STEP)

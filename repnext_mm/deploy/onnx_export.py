@@ -15,25 +15,15 @@ from typing import Callable
 import torch
 from torch import nn
 
-# The one ONNX Runtime session setup (its old name here kept for callers).
-from repnext_mm.benchmark.runtimes import onnxruntime_session as onnx_session  # noqa: F401
-from repnext_mm.deploy.verify import Difference, RELATIVE_TOLERANCE, compare_outputs, example_inputs
-from repnext_mm.utils.errors import InputError
 from repnext_mm.apis.model import Preprocessing
+from repnext_mm.utils.errors import InputError
 from repnext_mm.utils.fileio import atomic_write, check_output_path
+from repnext_mm.utils.imports import require
+from .onnx_runtime import onnxruntime_session
+from .verify import Difference, RELATIVE_TOLERANCE, compare_outputs, example_inputs
 
 MIN_OPSET = 17
 INPUT_NAME = 'input'
-
-
-def require_onnx():
-    try:
-        import onnx
-        import onnxruntime
-    except ImportError as error:
-        raise InputError('ONNX export needs onnx and onnxruntime: pip install onnx onnxruntime '
-                          '(with -c requirements/constraints.txt)') from error
-    return onnx, onnxruntime
 
 
 @dataclass
@@ -69,7 +59,9 @@ def export_onnx(module: nn.Module, shape: tuple[int, int], out: str | os.PathLik
         InputError: opset below 17, checker failure, or onnxruntime outputs that differ from
             torch's by more than ``tolerance`` (relative); nothing is written then.
     """
-    onnx, _ = require_onnx()
+    onnx = require('onnx', 'ONNX export')
+    if check_parity:
+        require('onnxruntime', "ONNX export's parity check")
     if opset < MIN_OPSET:
         raise InputError(f'--opset must be >= {MIN_OPSET} (the opsets this export is tested '
                           f'with), got {opset}')
@@ -95,7 +87,7 @@ def export_onnx(module: nn.Module, shape: tuple[int, int], out: str | os.PathLik
             entry.key, entry.value = key, value
         onnx.save(model, str(tmp))
         if check_parity:
-            session = onnx_session(tmp)
+            session = onnxruntime_session(tmp)
             actual = session.run(output_names, {INPUT_NAME: example.numpy()})
             difference = compare_outputs([torch.from_numpy(a) for a in actual], expected)
             log(f'onnxruntime vs torch: {difference}')

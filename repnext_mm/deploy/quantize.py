@@ -35,8 +35,10 @@ from torch import Tensor, nn
 from repnext_mm.apis.model import Preprocessing
 from repnext_mm.utils.errors import InputError
 from repnext_mm.utils.fileio import atomic_write, check_output_path
+from repnext_mm.utils.imports import require
 from .calibration import ImageSet
-from .onnx_export import INPUT_NAME, MIN_OPSET, OnnxExport, export_onnx, onnx_session, require_onnx
+from .onnx_export import INPUT_NAME, MIN_OPSET, OnnxExport, export_onnx
+from .onnx_runtime import onnxruntime_call
 
 #: ``--calib-method`` choices -> ``onnxruntime.quantization.CalibrationMethod`` members. Not
 #: ``Entropy``: ``quantize_static`` gives its calibrator no bin count, and with the default 128
@@ -51,17 +53,6 @@ MIN_COSINE = 0.9
 #: Why the float-kept nodes stay float, for the report.
 GELU_REASON = ('exact GELU (Div, Erf, Add, Mul, Mul) kept in float so that ONNX Runtime and '
                'OpenVINO fuse it into one op')
-
-
-def require_quantization():
-    """``onnxruntime.quantization`` (installed with onnxruntime), or how to get it."""
-    require_onnx()
-    try:
-        from onnxruntime import quantization
-    except ImportError as error:  # pragma: no cover - part of every onnxruntime wheel
-        raise InputError('int8 export needs onnxruntime.quantization: pip install onnxruntime '
-                         '(with -c requirements/constraints.txt)') from error
-    return quantization
 
 
 @dataclass
@@ -147,7 +138,7 @@ def op_precisions(model) -> tuple[dict[str, int], dict[str, int]]:
 
 def _reader(inputs: Sequence[Tensor]):
     """An ``onnxruntime.quantization.CalibrationDataReader`` over preprocessed images."""
-    quantization = require_quantization()
+    quantization = require('onnxruntime.quantization', 'int8 export')
 
     class Reader(quantization.CalibrationDataReader):
         def __init__(self) -> None:
@@ -163,7 +154,7 @@ def quantize_onnx(fp32_path: str | os.PathLike, out: str | os.PathLike,
                   inputs: Sequence[Tensor], method: str = 'minmax',
                   nodes_to_exclude: Sequence[str] = ()) -> None:
     """``quantize_static`` in QDQ format (see the module docstring for the choices)."""
-    quantization = require_quantization()
+    quantization = require('onnxruntime.quantization', 'int8 export')
     if method not in CALIBRATION_METHODS:
         raise InputError(f'--calib-method must be one of {", ".join(CALIBRATION_METHODS)}, '
                          f'got {method!r}')
@@ -194,12 +185,6 @@ def output_cosines(reference: Callable[[np.ndarray], list], candidate: Callable[
         for name, a, b in zip(names, reference(feed), candidate(feed)):
             cosines[name].append(cosine_similarity(b, a))
     return cosines
-
-
-def session_call(path: str | os.PathLike, threads: int | None = 1) -> Callable[[np.ndarray], list]:
-    """``f(input) -> outputs`` of an ONNX Runtime session on ``path``."""
-    session = onnx_session(path, threads)
-    return lambda feed: session.run(None, {INPUT_NAME: feed})
 
 
 def _add_metadata(model, entries: dict[str, str]) -> None:
@@ -233,7 +218,8 @@ def export_int8_onnx(module: nn.Module, shape: tuple[int, int], out: str | os.Pa
         InputError: A bad option, an fp32 graph that does not reproduce torch, or int8 outputs
             whose cosine similarity to fp32 falls below :data:`MIN_COSINE`; nothing is written.
     """
-    onnx, _ = require_onnx()
+    onnx = require('onnx', 'int8 export')
+    quantization = require('onnxruntime.quantization', 'int8 export')
     if method not in CALIBRATION_METHODS:
         raise InputError(f'--calib-method must be one of {", ".join(CALIBRATION_METHODS)}, '
                          f'got {method!r}')
@@ -246,8 +232,7 @@ def export_int8_onnx(module: nn.Module, shape: tuple[int, int], out: str | os.Pa
             prepared_path = Path(work) / 'fp32_pre.onnx'
             result['fp32'] = export_onnx(module, shape, fp32_path, output_names, opset=opset,
                                          preprocessing=preprocessing, force=True, log=log)
-            require_quantization().shape_inference.quant_pre_process(
-                str(fp32_path), str(prepared_path))
+            quantization.shape_inference.quant_pre_process(str(fp32_path), str(prepared_path))
             excluded = gelu_nodes(onnx.load(str(prepared_path)))
             log(f'calibrating ({method}) on {calibration.describe()}')
             quantize_onnx(prepared_path, tmp, calibration.inputs, method, excluded)
@@ -261,7 +246,7 @@ def export_int8_onnx(module: nn.Module, shape: tuple[int, int], out: str | os.Pa
                 kept_float=f'{len(excluded) // 5} GELU subgraphs')
             _add_metadata(model, metadata)
             onnx.save(model, str(tmp))
-            cosines = output_cosines(session_call(fp32_path), session_call(tmp),
+            cosines = output_cosines(onnxruntime_call(fp32_path), onnxruntime_call(tmp),
                                      calibration.inputs, output_names)
         result['cosine'] = {name: float(np.mean(values)) for name, values in cosines.items()}
         result['cosine_min'] = {name: min(values) for name, values in cosines.items()}

@@ -12,11 +12,13 @@ import torch
 from torch import Tensor, nn
 
 from repnext_mm.apis.model import model_task
+from repnext_mm.models.input_sizes import CLASSIFIER_INPUT_SIZE, DENSE_INPUT_SIZE
 from repnext_mm.utils.errors import InputError
 
-#: Input size used for checks when the user gives none (height, width).
+#: Input size used for checks and exports when the user gives none (height, width), by kind.
 DEFAULT_SHAPES: dict[str, tuple[int, int]] = {
-    'classifier': (224, 224), 'detector': (512, 512), 'segmentor': (512, 512), 'backbone': (512, 512)}
+    'classifier': CLASSIFIER_INPUT_SIZE, 'detector': DENSE_INPUT_SIZE,
+    'segmentor': DENSE_INPUT_SIZE, 'backbone': DENSE_INPUT_SIZE}
 
 
 #: Largest relative difference accepted between an original and a fused/exported model.

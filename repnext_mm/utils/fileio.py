@@ -43,6 +43,9 @@ from repnext_mm.utils.errors import InputError
 STALE_TEMPORARY_AGE_S = 60.0
 
 OutputKind = Literal['file', 'dir']
+#: Image file suffixes read from folders and accepted for image outputs (OpenCV decodes and
+#: encodes them): the CAM tools' inputs and outputs, the int8 calibration folders.
+IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
 
 
 def temporary_path(path: str | os.PathLike) -> Path:

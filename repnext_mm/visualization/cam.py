@@ -40,13 +40,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from repnext_mm.models.input_sizes import CLASSIFIER_INPUT_SIZE
 from repnext_mm.utils.errors import InputError
-from repnext_mm.utils.fileio import atomic_write_bytes
+from repnext_mm.utils.fileio import IMAGE_SUFFIXES, atomic_write_bytes
+from repnext_mm.utils.imports import require
 
-#: Image file suffixes read from folders and accepted for outputs (OpenCV decodes / encodes them).
-IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
-#: Input size used for a classifier whose test pipeline names none (height, width).
-DEFAULT_CLASSIFIER_SIZE = (224, 224)
 #: Detectors / segmentors / backbones: the image keeps its aspect ratio and is shrunk (never
 #: enlarged) to fit mmdet's test scale, long edge <= 1333 and short edge <= 800 ...
 MAX_LONG_EDGE, MAX_SHORT_EDGE = 1333, 800
@@ -81,16 +79,6 @@ class CAMError(InputError):
     """
 
 
-def require_grad_cam() -> Any:
-    """Imports ``pytorch_grad_cam`` or explains how to install it."""
-    try:
-        import pytorch_grad_cam
-    except ImportError as error:
-        raise CAMError('Grad-CAM needs the grad-cam package: pip install "grad-cam==1.5.7" '
-                       '(tools/setup_env.sh installs it into .venv)') from error
-    return pytorch_grad_cam
-
-
 def cam_method_class(method: str) -> type:
     """The ``pytorch_grad_cam`` class for a method name such as ``'gradcam++'``."""
     key = method.lower().replace('-', '').replace('_', '')
@@ -98,7 +86,7 @@ def cam_method_class(method: str) -> type:
     key = aliases.get(key, key)
     if key not in _METHOD_CLASSES:
         raise CAMError(f'unknown CAM method {method!r}; choose one of {", ".join(METHODS)}')
-    return getattr(require_grad_cam(), _METHOD_CLASSES[key])
+    return getattr(require('pytorch_grad_cam', 'Grad-CAM', CAMError), _METHOD_CLASSES[key])
 
 
 # ------------------------------------------------------------------------------------------
@@ -321,15 +309,15 @@ def overlay(image_bgr: np.ndarray, cam: np.ndarray, image_weight: float = 0.5) -
     """
     if not 0.0 <= image_weight <= 1.0:
         raise CAMError(f'image_weight must be in [0, 1], got {image_weight}')
-    from pytorch_grad_cam.utils.image import show_cam_on_image
+    image_utils = require('pytorch_grad_cam.utils.image', 'Grad-CAM', CAMError)
 
     height, width = image_bgr.shape[:2]
     if cam.shape != (height, width):
         cam = cv2.resize(cam, (width, height), interpolation=cv2.INTER_LINEAR)
     cam = np.clip(cam, 0.0, 1.0).astype(np.float32)
     # BGR image with the BGR heat map (use_rgb=False): channel orders agree, cv2 writes it as is.
-    return show_cam_on_image(image_bgr.astype(np.float32) / 255.0, cam, use_rgb=False,
-                             image_weight=image_weight)
+    return image_utils.show_cam_on_image(image_bgr.astype(np.float32) / 255.0, cam,
+                                         use_rgb=False, image_weight=image_weight)
 
 
 def check_image_output(path: str | os.PathLike) -> Path:
@@ -390,7 +378,7 @@ def classifier_input_size(cfg: Any) -> tuple[int, int]:
         size = _pipeline_size(pipeline)
         if size:
             return size
-    return DEFAULT_CLASSIFIER_SIZE
+    return CLASSIFIER_INPUT_SIZE
 
 
 def dense_input_size(image_shape: Sequence[int]) -> tuple[int, int]:

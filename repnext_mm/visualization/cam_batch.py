@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from .cam import (IMAGE_SUFFIXES, CAMError, CAMResult, CAMVisualizer, UnreadableImageError,
-                  all_layer_names, cam_method_class, check_image_output, feature_layer_summary,
-                  load_image, overlay, save_image)
+from repnext_mm.utils.fileio import IMAGE_SUFFIXES
+from .cam import (CAMError, CAMResult, CAMVisualizer, UnreadableImageError, all_layer_names,
+                  cam_method_class, check_image_output, feature_layer_summary, load_image,
+                  overlay, save_image)
 
 #: Overlay folder when several images are given without ``out``.
 DEFAULT_FOLDER = 'vis_cam'

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 from mmengine.config import Config
@@ -10,8 +9,8 @@ from mmengine.config import Config
 from repnext_mm.apis.config import check_model_arguments, load_config, set_work_dir
 from repnext_mm.models.backbones.repnext import RepNeXt
 from repnext_mm.utils.errors import InputError
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 DET_CONFIG = str(REPO / 'configs' / 'mmdet' / 'mask_rcnn_repnext_m0_fpn_shapes.py')
 
 

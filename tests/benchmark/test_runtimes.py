@@ -5,15 +5,13 @@ import pytest
 import torch
 
 from repnext_mm.benchmark.runtimes import (choose_threads, export_onnxruntime_runner,
-                                           onnxruntime_runner, onnxruntime_session, openvino_model,
-                                           openvino_runner, require_onnxruntime, require_openvino,
+                                           onnxruntime_runner, openvino_model, openvino_runner,
                                            set_threads, torch_runner, torch_threads)
 from repnext_mm.models.backbones.repnext import RepNeXt
 from repnext_mm.utils.errors import InputError
-from tests.helpers import max_rel_error, randomize_norms
-from .conftest import TINY, TINY_OUTPUTS
-
-pytest.importorskip('onnxruntime', reason='onnxruntime is not installed (tools/setup_env.sh)')
+from repnext_mm.utils.imports import require
+from tests.helpers import (TINY_ARCH, TINY_OUTPUTS, max_rel_error, randomize_norms,
+                           requires_onnxruntime, requires_openvino)
 
 
 def _assert_reproduces(actual: list, expected: tuple) -> None:
@@ -22,13 +20,15 @@ def _assert_reproduces(actual: list, expected: tuple) -> None:
         assert max_rel_error(torch.from_numpy(out), ref) < 1e-4
 
 
+@requires_onnxruntime
 def test_onnxruntime_runner_reproduces_torch(tiny_onnx):
     model, x, path = tiny_onnx
     _assert_reproduces(onnxruntime_runner(path, x, threads=1)(), torch_runner(model, x)())
 
 
+@requires_onnxruntime
 def test_export_onnxruntime_runner_exports_and_runs(tmp_path):
-    model = randomize_norms(RepNeXt(TINY)).eval()
+    model = randomize_norms(RepNeXt(TINY_ARCH)).eval()
     model.switch_to_deploy()
     x = torch.randn(1, 3, 32, 32)
     runner = export_onnxruntime_runner(model, x, tmp_path / 'tiny.onnx', TINY_OUTPUTS, threads=1)
@@ -36,8 +36,9 @@ def test_export_onnxruntime_runner_exports_and_runs(tmp_path):
     _assert_reproduces(runner(), torch_runner(model, x)())
 
 
+@requires_onnxruntime  # tiny_onnx's export
+@requires_openvino
 def test_openvino_runner_reproduces_torch_on_the_same_onnx_file(tiny_onnx):
-    pytest.importorskip('openvino', reason='openvino is not installed (pip install openvino)')
     model, x, path = tiny_onnx
     run = openvino_runner(path, x, threads=1)
     first = run()
@@ -46,8 +47,11 @@ def test_openvino_runner_reproduces_torch_on_the_same_onnx_file(tiny_onnx):
     assert all(a is not b for a, b in zip(first, run()))
 
 
+@requires_onnxruntime  # tiny_onnx's export
+@requires_openvino
 def test_openvino_is_pinned_to_fp32_single_stream_latency_and_the_threads(tiny_onnx):
-    ov = pytest.importorskip('openvino', reason='openvino is not installed (pip install openvino)')
+    import openvino as ov
+
     compiled = openvino_model(tiny_onnx[2], threads=2)
     # Without the pin, OpenVINO runs bf16 on CPUs with AVX512_BF16 or AMX.
     assert compiled.get_property('INFERENCE_PRECISION_HINT') == ov.Type.f32
@@ -57,22 +61,13 @@ def test_openvino_is_pinned_to_fp32_single_stream_latency_and_the_threads(tiny_o
 
 
 @pytest.mark.parametrize('module, require, install', [
-    ('openvino', require_openvino, 'pip install openvino'),
-    ('onnxruntime', require_onnxruntime, 'pip install onnxruntime')])
+    ('openvino', lambda: require('openvino', 'timing'), 'pip install openvino'),
+    ('onnxruntime', lambda: require('onnxruntime', 'timing'), 'pip install onnxruntime')])
 def test_a_missing_runtime_is_one_error_naming_the_install(monkeypatch, module, require, install):
     monkeypatch.setitem(sys.modules, module, None)  # makes `import <module>` fail
     with pytest.raises(InputError, match=install) as error:
         require()
     assert '\n' not in str(error.value)
-
-
-def test_onnxruntime_session_uses_the_requested_threads(tmp_path):
-    model = torch.nn.Conv2d(3, 4, 3).eval()
-    path = tmp_path / 'conv.onnx'
-    torch.onnx.export(model, (torch.randn(1, 3, 8, 8),), str(path), input_names=['input'],
-                      opset_version=17, dynamo=False)
-    options = onnxruntime_session(path, threads=1).get_session_options()
-    assert options.intra_op_num_threads == 1 and options.inter_op_num_threads == 1
 
 
 def test_torch_runner_returns_outputs_without_autograd():

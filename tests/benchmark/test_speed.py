@@ -6,6 +6,7 @@ from repnext_mm.benchmark import fused, speed
 from repnext_mm.benchmark.speed import SpeedSettings, fused_arch, train_arch, with_cp_arch
 from repnext_mm.benchmark.timing import paired_ratio, round_robin
 from repnext_mm.utils.errors import InputError
+from tests.helpers import requires_onnxruntime, requires_openvino
 
 TINY = dict(widths=[8, 16, 32, 64], depths=[1, 1, 1, 1])
 # Fake peak memory per form (bytes): merged and the bound below the literal branches.
@@ -50,10 +51,10 @@ def test_with_cp_section_compares_the_step_with_and_without_checkpointing(monkey
     assert all(len(v) == 2 for v in summary['times_s'].values())
 
 
+@requires_onnxruntime
+@requires_openvino
 def test_fused_section_times_every_variant_against_the_floor(monkeypatch, small_gemm, tmp_path,
                                                             capsys):
-    pytest.importorskip('onnxruntime', reason='onnxruntime is not installed (tools/setup_env.sh)')
-    pytest.importorskip('openvino', reason='openvino is not installed (pip install openvino)')
     rounds = []
 
     def spy_round_robin(functions, *args, **kwargs):

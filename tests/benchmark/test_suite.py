@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from repnext_mm.benchmark import fused, runtimes, suite
-from repnext_mm.benchmark.counting import count_macs
+from repnext_mm.models.utils.complexity import count_macs
 from repnext_mm.benchmark.suite import benchmark_model
 from repnext_mm.benchmark.tables import load_rows, markdown_table, speedup_summary, write_rows
 from repnext_mm.benchmark.timing import paired_ratio, round_robin
@@ -17,13 +17,15 @@ from repnext_mm.deploy.exportable import ExportWrapper
 from repnext_mm.deploy.verify import example_inputs
 from repnext_mm.models.backbones.repnext import RepNeXt
 from repnext_mm.utils.errors import InputError
-from .conftest import SMALL_GEMM
-
-pytest.importorskip('onnxruntime', reason='onnxruntime is not installed (tools/setup_env.sh)')
-pytest.importorskip('openvino', reason='openvino is not installed (pip install openvino)')
+from tests.helpers import SMALL_GEMM, requires_onnxruntime, requires_openvino
 
 CPU_BACKENDS = ['torch', 'onnxruntime', 'openvino']
 SHAPE = (64, 64)
+
+
+def requires_every_cpu_backend(test):
+    """Marks a test of the run on every CPU backend: it needs onnxruntime and openvino."""
+    return requires_onnxruntime(requires_openvino(test))
 
 
 def _tiny_prepared() -> PreparedModel:
@@ -67,6 +69,7 @@ def tiny_rows(tiny_run):
     return tiny_run['rows']
 
 
+@requires_every_cpu_backend
 def test_benchmark_rows_cover_both_forms_and_backends(tiny_rows):
     assert [(r['backend'].split()[0], r['form']) for r in tiny_rows] == [
         (backend, form) for backend in CPU_BACKENDS for form in ('fused', 'unfused')]
@@ -80,6 +83,7 @@ def test_benchmark_rows_cover_both_forms_and_backends(tiny_rows):
     assert markdown_table(tiny_rows).count('\n') == len(tiny_rows) + 1
 
 
+@requires_every_cpu_backend
 def test_both_onnx_backends_run_one_export_checked_against_torch(tiny_run):
     assert [path.name for path in tiny_run['exports']] == ['fused.onnx', 'unfused.onnx']
     for row in tiny_run['rows']:
@@ -87,6 +91,7 @@ def test_both_onnx_backends_run_one_export_checked_against_torch(tiny_run):
             assert 0 < row['max_rel_error'] < 1e-4
 
 
+@requires_every_cpu_backend
 def test_the_floor_gemm_is_timed_in_the_same_rounds_at_the_same_threads(tiny_run):
     rounds = tiny_run['rounds']
     assert len(rounds) == len(CPU_BACKENDS)  # one round-robin per backend
@@ -102,6 +107,8 @@ def test_the_floor_gemm_is_timed_in_the_same_rounds_at_the_same_threads(tiny_run
     assert '| x_floor |' in markdown_table(tiny_run['rows'])
 
 
+@requires_onnxruntime  # the export that OpenVINO reads
+@requires_openvino
 def test_a_backend_that_differs_from_torch_is_an_error_before_timing(monkeypatch, small_gemm):
     def off_by_one_percent(path, inputs, threads):
         run = runtimes.openvino_runner(path, inputs, threads)
@@ -122,6 +129,7 @@ def test_missing_openvino_is_refused_before_any_work(monkeypatch):
         benchmark_model(_tiny_prepared(), 'tiny', ['torch', 'openvino'], SHAPE, progress=False)
 
 
+@requires_every_cpu_backend
 def test_benchmark_rows_write_as_csv_and_json(tiny_rows, tmp_path):
     write_rows(tiny_rows, tmp_path / 'rows.csv')
     with open(tmp_path / 'rows.csv', newline='') as stream:

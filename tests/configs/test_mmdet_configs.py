@@ -10,8 +10,9 @@ from mmengine.config import Config
 
 import repnext_mm  # noqa: F401  (registers repnext_mm.RepNeXt, as custom_imports does)
 from repnext_mm.models.backbones.repnext import RepNeXt
+from tests.helpers import REPO
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / 'configs' / 'mmdet'
+CONFIG_DIR = REPO / 'configs' / 'mmdet'
 ARCHS = tuple(sorted(RepNeXt.arch_settings))
 ARCH_CONFIGS = {arch: CONFIG_DIR / f'mask_rcnn_repnext_{arch}_fpn_1x_coco.py' for arch in ARCHS}
 ALIAS_CONFIG = CONFIG_DIR / 'mask_rcnn_repnext_m4.py'

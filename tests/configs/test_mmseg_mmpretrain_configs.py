@@ -21,8 +21,8 @@ from mmengine.utils import import_modules_from_strings
 
 from repnext_mm.datasets.shapes import CLASSES as SHAPES_CLASSES
 from repnext_mm.models.backbones import RepNeXt
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 SEG_DIR = REPO / 'configs/mmseg'
 CLS_DIR = REPO / 'configs/mmpretrain'
 ARCHS = tuple(RepNeXt.arch_settings)
@@ -31,18 +31,9 @@ CLS_CONFIGS = [f'repnext_{a}_8xb256_in1k.py' for a in ARCHS]
 DISTILL_CONFIGS = [f'repnext_{a}_8xb256_in1k_distill.py' for a in ARCHS]
 TINY = 64
 
-
-@pytest.fixture(autouse=True, scope='module')
-def one_cpu_thread():
-    """Runs this module's forwards on one thread.
-
-    On 2 CPU cores shared with other processes, PyTorch's OpenMP worker threads spin-wait for
-    each other and a 64x64 forward took tens of seconds instead of a fraction of one.
-    """
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+# One thread: on 2 CPU cores shared with other processes, PyTorch's OpenMP worker threads
+# spin-wait for each other and a 64x64 forward took tens of seconds instead of a fraction of one.
+pytestmark = pytest.mark.usefixtures('one_cpu_thread')
 
 
 def widths(arch: str) -> list[int]:

@@ -2,16 +2,14 @@
 agreement with the generator's class list."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from mmengine.config import Config
 
 from repnext_mm.datasets import shapes
 from repnext_mm.datasets.coco_encoding import coco_categories
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 # The polygon each class name is drawn as: its vertex count.
 VERTICES = {'circle': shapes.CIRCLE_VERTICES, 'square': 4, 'star': 10, 'triangle': 3}
 

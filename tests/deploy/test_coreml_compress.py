@@ -13,12 +13,12 @@ from repnext_mm.apis.model import prepare_model, preprocessing_of
 from repnext_mm.deploy.coreml import export_coreml, mil_weights, package_bytes
 from repnext_mm.deploy.exportable import ExportWrapper
 from repnext_mm.utils.errors import InputError
-from .conftest import CONFIGS
+from tests.helpers import SHAPES_CONFIGS
 
 
 @pytest.fixture(scope='module')
 def backbone(trained_checkpoints):
-    prepared = prepare_model(CONFIGS['segmentor'], trained_checkpoints['segmentor'])
+    prepared = prepare_model(SHAPES_CONFIGS['segmentor'], trained_checkpoints['segmentor'])
     return prepared, ExportWrapper(prepared.fused(), prepared.task, backbone_only=True)
 
 

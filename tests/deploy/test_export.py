@@ -20,11 +20,11 @@ from repnext_mm.deploy.export import (CoreMLRun, ExportSettings, check_settings,
                                       print_onnx_report)
 from repnext_mm.deploy.exportable import ExportWrapper, fold_input_channel_scale
 from repnext_mm.deploy.ios_bench import PACKAGE_NAME, IOSBench, write_ios_bench
-from repnext_mm.deploy.onnx_export import OnnxExport, export_onnx, onnx_session
+from repnext_mm.deploy.onnx_export import OnnxExport, export_onnx
+from repnext_mm.deploy.onnx_runtime import onnxruntime_session as onnx_session
 from repnext_mm.deploy.verify import Difference
 from repnext_mm.models.backbones.repnext import RepNeXt
-from tests.helpers import max_rel_error, randomize_norms
-from .conftest import CONFIGS
+from tests.helpers import SHAPES_CONFIGS, max_rel_error, randomize_norms
 
 
 TINY = dict(widths=(8, 16, 32, 64), depths=(1, 1, 2, 1))
@@ -90,7 +90,7 @@ def test_input_channel_scale_folds_exactly_into_the_stem(m0_backbone):
 @pytest.mark.parametrize('task, layout', [('classifier', 'RGB'), ('segmentor', 'RGB'),
                                           ('detector', 'RGB')])
 def test_preprocessing_is_read_from_the_configs(task, layout):
-    pre = preprocessing_of(load_model_config(CONFIGS[task]))
+    pre = preprocessing_of(load_model_config(SHAPES_CONFIGS[task]))
     assert pre.color_layout == layout
     assert pre.mean == pytest.approx((123.675, 116.28, 103.53))
     assert pre.std == pytest.approx((58.395, 57.12, 57.375))

@@ -18,10 +18,10 @@ from repnext_mm.deploy.calibration import (PipelineInputs, calibration_dir, infe
                                            list_images)
 from repnext_mm.deploy.exportable import ExportWrapper
 from repnext_mm.deploy.quantize import (export_int8_onnx, gelu_nodes, op_precisions,
-                                        output_cosines, session_call)
+                                        output_cosines)
+from repnext_mm.deploy.onnx_runtime import onnxruntime_call as session_call
 from repnext_mm.utils.errors import InputError
-from .conftest import CONFIGS
-from .quantization_fixtures import shape_images  # noqa: F401
+from tests.helpers import SHAPES_CONFIGS
 
 #: Lowest cosine similarity int8 vs fp32 accepted per stage on held-out images. Measured on
 #: this model (shapes M0 at 64x64, random BN statistics, seed 0): 0.9998 / 0.9995 / 0.9988 /
@@ -32,7 +32,7 @@ MIN_HELDOUT_COSINE = 0.99
 @pytest.fixture(scope='module')
 def backbone(trained_checkpoints):
     """The segmentor's M0 backbone (four stage outputs), fused, with its config and reader."""
-    prepared = prepare_model(CONFIGS['segmentor'], trained_checkpoints['segmentor'])
+    prepared = prepare_model(SHAPES_CONFIGS['segmentor'], trained_checkpoints['segmentor'])
     wrapper = ExportWrapper(prepared.fused(), prepared.task, backbone_only=True)
     reader = PipelineInputs(prepared.cfg, prepared.fused().data_preprocessor, (64, 64))
     return prepared, wrapper, reader
@@ -51,15 +51,16 @@ def int8_backbone(backbone, shape_images, tmp_path_factory):
 
 def test_calibration_folders_come_from_the_configs_dataloaders():
     folders = {task: calibration_dir(load_model_config(config)).as_posix()
-               for task, config in CONFIGS.items()}
+               for task, config in SHAPES_CONFIGS.items()}
     assert folders == dict(classifier='data/shapes/imagenet/val', detector='data/shapes/coco/val',
                            segmentor='data/shapes/ade/images/validation')
-    train = calibration_dir(load_model_config(CONFIGS['classifier']), 'train')
+    train = calibration_dir(load_model_config(SHAPES_CONFIGS['classifier']), 'train')
     assert train.as_posix() == 'data/shapes/imagenet/train'
 
 
 def test_the_test_pipeline_is_used_without_annotation_loaders():
-    steps = [step['type'] for step in inference_pipeline(load_model_config(CONFIGS['segmentor']))]
+    cfg = load_model_config(SHAPES_CONFIGS['segmentor'])
+    steps = [step['type'] for step in inference_pipeline(cfg)]
     assert steps == ['LoadImageFromFile', 'Resize', 'PackSegInputs']
 
 
@@ -71,7 +72,7 @@ def test_images_are_sampled_evenly_over_class_folders(shape_images):
 
 def test_pipeline_inputs_are_the_models_own_preprocessing(shape_images):
     """Test pipeline + data preprocessor == BGR->RGB and (x - mean) / std on a 64x64 image."""
-    prepared = prepare_model(CONFIGS['classifier'])
+    prepared = prepare_model(SHAPES_CONFIGS['classifier'])
     path = list_images(shape_images['calib'])[0]
     pre = preprocessing_of(prepared.cfg)
     rgb = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB).astype(np.float32)

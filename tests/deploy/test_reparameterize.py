@@ -20,7 +20,7 @@ from repnext_mm.deploy.verify import compare_outputs, example_inputs, tensor_for
 from repnext_mm.utils.errors import InputError
 from repnext_mm.apis.checkpoint import read_checkpoint
 from repnext_mm.deploy.reparameterize import reparameterize_checkpoint
-from .conftest import CONFIGS, SHAPES
+from tests.helpers import SHAPES_CONFIGS, SHAPES_INPUT_SIZES
 
 EXPECTED_OPTIONS = dict(
     classifier='model.backbone.deploy=True model.head.deploy=True',
@@ -38,10 +38,11 @@ def parse_cfg_options(text: str) -> dict:
 
 @pytest.mark.parametrize('task', ['classifier', 'detector', 'segmentor'])
 def test_round_trip(task, trained_checkpoints, tmp_path):
-    config, checkpoint = CONFIGS[task], trained_checkpoints[task]
+    config, checkpoint = SHAPES_CONFIGS[task], trained_checkpoints[task]
     out = tmp_path / 'fused.pth'
     lines = []
-    result = reparameterize_checkpoint(config, checkpoint, out, shape=SHAPES[task], log=lines.append)
+    result = reparameterize_checkpoint(config, checkpoint, out, shape=SHAPES_INPUT_SIZES[task],
+                                       log=lines.append)
     assert result.task == task
     assert result.arch == 'm0'
     assert result.cfg_options_string == EXPECTED_OPTIONS[task]
@@ -60,7 +61,8 @@ def test_round_trip(task, trained_checkpoints, tmp_path):
     load_checkpoint(deployed, str(out), map_location='cpu', strict=True)
     assert not any(isinstance(m, _BatchNorm) for m in deployed.backbone.modules())
 
-    inputs = example_inputs(SHAPES[task], seed=7)  # not the input the tool verified with
+    # Not the input the tool verified with.
+    inputs = example_inputs(SHAPES_INPUT_SIZES[task], seed=7)
     expected = tensor_forward(original, inputs)
     actual = tensor_forward(deployed, inputs, proposals=expected.proposals)
     assert compare_outputs(actual.outputs, expected.outputs).max_rel < 1e-4
@@ -78,26 +80,27 @@ def _expect_refusal(tmp_path, match: str, **kwargs) -> None:
 
 def test_refuses_an_already_fused_checkpoint(trained_checkpoints, tmp_path):
     fused = tmp_path / 'fused.pth'
-    reparameterize_checkpoint(CONFIGS['classifier'], trained_checkpoints['classifier'], fused,
-                              shape=SHAPES['classifier'], log=lambda _: None)
+    reparameterize_checkpoint(SHAPES_CONFIGS['classifier'], trained_checkpoints['classifier'],
+                              fused, shape=SHAPES_INPUT_SIZES['classifier'], log=lambda _: None)
     _expect_refusal(tmp_path, 'already fused.*model.backbone.deploy=True model.head.deploy=True',
-                    config=CONFIGS['classifier'], checkpoint=fused, out=tmp_path / 'again.pth')
+                    config=SHAPES_CONFIGS['classifier'], checkpoint=fused,
+                    out=tmp_path / 'again.pth')
     # Same refusal from the keys alone (meta stripped, e.g. re-saved by another tool).
     stripped = tmp_path / 'stripped.pth'
     torch.save(dict(state_dict=read_checkpoint(fused)['state_dict']), stripped)
-    _expect_refusal(tmp_path, r'already fused \(key .*reparam', config=CONFIGS['classifier'],
+    _expect_refusal(tmp_path, r'already fused \(key .*reparam', config=SHAPES_CONFIGS['classifier'],
                     checkpoint=stripped, out=tmp_path / 'again.pth')
 
 
 def test_refuses_a_checkpoint_of_another_config(trained_checkpoints, tmp_path):
     _expect_refusal(tmp_path, 'do not fit the model built from the config: .*missing .*unexpected',
-                    config=CONFIGS['classifier'], checkpoint=trained_checkpoints['segmentor'],
-                    out=tmp_path / 'out.pth')
+                    config=SHAPES_CONFIGS['classifier'],
+                    checkpoint=trained_checkpoints['segmentor'], out=tmp_path / 'out.pth')
 
 
 def test_refuses_another_arch(trained_checkpoints, tmp_path):
     cfg_options = {'model.backbone.arch': 'm1', 'model.head.in_channels': 384}
-    _expect_refusal(tmp_path, 'wrong shape', config=CONFIGS['classifier'],
+    _expect_refusal(tmp_path, 'wrong shape', config=SHAPES_CONFIGS['classifier'],
                     checkpoint=trained_checkpoints['classifier'], out=tmp_path / 'out.pth',
                     cfg_options=cfg_options)
 
@@ -108,26 +111,27 @@ def test_refuses_a_damaged_file(trained_checkpoints, tmp_path, damage):
     bad = tmp_path / 'bad.pth'
     bad.write_bytes(data[:len(data) // 3] if damage == 'truncated' else b'')
     _expect_refusal(tmp_path, 'truncated' if damage == 'truncated' else 'empty',
-                    config=CONFIGS['classifier'], checkpoint=bad, out=tmp_path / 'out.pth')
+                    config=SHAPES_CONFIGS['classifier'], checkpoint=bad, out=tmp_path / 'out.pth')
 
 
 def test_refuses_to_overwrite_without_force(trained_checkpoints, tmp_path):
     out = tmp_path / 'out.pth'
     out.write_text('keep me')
-    _expect_refusal(tmp_path, '--force', config=CONFIGS['classifier'],
+    _expect_refusal(tmp_path, '--force', config=SHAPES_CONFIGS['classifier'],
                     checkpoint=trained_checkpoints['classifier'], out=out)
     assert out.read_text() == 'keep me'
-    reparameterize_checkpoint(CONFIGS['classifier'], trained_checkpoints['classifier'], out,
-                              force=True, shape=SHAPES['classifier'], log=lambda _: None)
+    reparameterize_checkpoint(SHAPES_CONFIGS['classifier'], trained_checkpoints['classifier'],
+                              out, force=True, shape=SHAPES_INPUT_SIZES['classifier'],
+                              log=lambda _: None)
     assert 'state_dict' in read_checkpoint(out)
 
 
 def test_refuses_to_write_when_outputs_differ(trained_checkpoints, tmp_path):
     """The verification gate: with an impossible tolerance the (correct) fusion is refused."""
     _expect_refusal(tmp_path, 'differs from the original beyond the tolerance 1e-12.*nothing was '
-                    'written', config=CONFIGS['classifier'],
+                    'written', config=SHAPES_CONFIGS['classifier'],
                     checkpoint=trained_checkpoints['classifier'], out=tmp_path / 'out.pth',
-                    shape=SHAPES['classifier'], tolerance=1e-12)
+                    shape=SHAPES_INPUT_SIZES['classifier'], tolerance=1e-12)
 
 
 def test_refuses_a_missing_config(trained_checkpoints, tmp_path):
@@ -136,6 +140,6 @@ def test_refuses_a_missing_config(trained_checkpoints, tmp_path):
 
 
 def test_refuses_a_distillation_config_and_names_the_student_config(tmp_path):
-    distill = CONFIGS['classifier'].parent / 'repnext_m0_8xb256_in1k_distill.py'
+    distill = SHAPES_CONFIGS['classifier'].parent / 'repnext_m0_8xb256_in1k_distill.py'
     _expect_refusal(tmp_path, 'distillation config.*repnext_m0_8xb256_in1k.py', config=distill,
                     checkpoint=tmp_path / 'student.pth', out=tmp_path / 'out.pth')

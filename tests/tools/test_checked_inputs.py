@@ -7,8 +7,6 @@ the cheapest real model that ``tools/test.py`` scores.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,11 +14,10 @@ import torch
 
 from repnext_mm.deploy.reparameterize import reparameterize_checkpoint
 from repnext_mm.cli import run_cli
-from tests.helpers import load_tool
+from tests.helpers import REPO, SHAPES_CONFIGS, load_tool, run_tool_process
 
-REPO = Path(__file__).resolve().parents[2]
-CLS_CONFIG = REPO / 'configs' / 'mmpretrain' / 'repnext_m0_shapes.py'
-DET_CONFIG = REPO / 'configs' / 'mmdet' / 'mask_rcnn_repnext_m0_fpn_shapes.py'
+CLS_CONFIG = SHAPES_CONFIGS['classifier']
+DET_CONFIG = SHAPES_CONFIGS['detector']
 TINY_TRAIN = ['train_cfg.max_epochs=1', 'train_dataloader.dataset.indices=8',
               'train_dataloader.batch_size=4', 'val_cfg=None', 'val_dataloader=None',
               'val_evaluator=None', 'randomness.seed=0']
@@ -38,14 +35,6 @@ class RunsACommand:
 
 class UnknownClass:
     pass
-
-
-@pytest.fixture(scope='module')
-def shapes_data() -> Path:
-    result = subprocess.run([sys.executable, 'tools/data/make_shapes.py', '--quiet'], cwd=REPO,
-                            capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr
-    return REPO / 'data' / 'shapes'
 
 
 @pytest.fixture
@@ -264,10 +253,8 @@ def test_a_fresh_process_prints_only_the_error(shapes_data, tmp_path, argv):
 
     torch.save(torchvision.models.resnet18().state_dict(), tmp_path / 'resnet.pth')
     argv = [str(tmp_path / a) if a == 'resnet.pth' else a for a in argv]
-    result = subprocess.run(
-        [sys.executable, *argv, '--work-dir', str(tmp_path / 'work')], cwd=REPO,
-        capture_output=True, text=True, timeout=600,
-        env={**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONPATH': str(REPO)})
+    result = run_tool_process(*argv, '--work-dir', tmp_path / 'work', timeout=600,
+                              env={'OMP_NUM_THREADS': '1'})
     assert result.returncode == 2, result.stderr[-3000:]
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith('error: '), result.stderr[-3000:]

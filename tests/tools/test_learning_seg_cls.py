@@ -23,8 +23,7 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 
 from repnext_mm.datasets.make_shapes import make_shapes
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.helpers import REPO
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures('one_cpu_thread')]
 

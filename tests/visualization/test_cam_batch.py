@@ -7,16 +7,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
-
-cv2 = pytest.importorskip('cv2')
 
 from repnext_mm.visualization.cam import CAMError, CAMResult, UnreadableImageError  # noqa: E402
 from repnext_mm.visualization.cam_batch import (CAMRunSettings, check_settings,  # noqa: E402
                                                 checkpoint_path, collect_images,
                                                 compute_overlays, describe, output_paths,
                                                 report_batch)
+from tests.helpers import requires_grad_cam
 
 
 def _touch(path: Path) -> Path:
@@ -113,6 +113,7 @@ def test_describe_classifier_background_and_empty_maps():
                          'this layer); try another layer, category or method')
 
 
+@requires_grad_cam  # check_settings looks the method up among grad-cam's classes
 def test_check_settings_and_checkpoint_path(tmp_path):
     check_settings(CAMRunSettings('cfg.py', 'none', images=['a.png']))
     check_settings(CAMRunSettings('cfg.py', 'none', list_layers=True))  # no image needed
@@ -127,8 +128,8 @@ def test_check_settings_and_checkpoint_path(tmp_path):
         checkpoint_path(str(tmp_path / 'missing.pth'))
 
 
+@requires_grad_cam
 def test_compute_overlays_skips_unreadable_images_of_a_batch(tmp_path):
-    pytest.importorskip('pytorch_grad_cam', reason='the overlay is drawn by grad-cam')
     good = tmp_path / 'good.png'
     assert cv2.imwrite(str(good), np.full((20, 30, 3), 128, np.uint8))
     bad = tmp_path / 'bad.png'

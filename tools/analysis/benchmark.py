@@ -32,14 +32,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a source checkout
-
-from repnext_mm.cli import (ArgumentParser, add_cfg_options_argument,  # noqa: E402
+from repnext_mm.cli import (ArgumentParser, add_cfg_options_argument,
                             add_unsafe_unpickle_argument, run_cli)
-from repnext_mm.models.backbones.repnext import RepNeXt  # noqa: E402
+from repnext_mm.models.backbones.repnext import RepNeXt
 
 ARCHS = tuple(RepNeXt.arch_settings)
 BACKENDS = ('torch', 'onnxruntime', 'openvino', 'cuda')  # repnext_mm.benchmark.suite.BACKENDS

@@ -24,9 +24,7 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a source checkout
-
-from repnext_mm.cli import ArgumentParser, run_cli  # noqa: E402
+from repnext_mm.cli import ArgumentParser, run_cli
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

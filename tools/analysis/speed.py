@@ -41,9 +41,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a checkout, uninstalled
-
-from repnext_mm.cli import ArgumentParser, run_cli  # noqa: E402
+from repnext_mm.cli import ArgumentParser, run_cli
 
 ARCHS = ('m0', 'm1', 'm2', 'm3', 'm4', 'm5')
 LAYOUTS = ('nchw', 'channels_last')

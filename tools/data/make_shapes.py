@@ -18,12 +18,9 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import fields
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a source checkout
-
-from repnext_mm.cli import ArgumentParser, run_cli  # noqa: E402
-from repnext_mm.datasets.make_shapes import MANIFEST_NAME, ShapesSpec, make_shapes  # noqa: E402
+from repnext_mm.cli import ArgumentParser, run_cli
+from repnext_mm.datasets.make_shapes import MANIFEST_NAME, ShapesSpec, make_shapes
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -27,12 +27,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a source checkout
-
-from repnext_mm.cli import ArgumentParser, add_unsafe_unpickle_argument, run_cli  # noqa: E402
-from repnext_mm.models.backbones.repnext import RepNeXt  # noqa: E402
+from repnext_mm.cli import ArgumentParser, add_unsafe_unpickle_argument, run_cli
+from repnext_mm.models.backbones.repnext import RepNeXt
 
 ARCHS = ('auto', *RepNeXt.arch_settings)
 #: Earlier names of the --task and --weights values, still accepted.

@@ -13,13 +13,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a source checkout
-
-from repnext_mm.cli import (ArgumentParser, add_cfg_options_argument,  # noqa: E402
+from repnext_mm.cli import (ArgumentParser, add_cfg_options_argument,
                             add_unsafe_unpickle_argument, run_cli)
-from repnext_mm.deploy.verify import RELATIVE_TOLERANCE  # noqa: E402
+from repnext_mm.deploy.verify import RELATIVE_TOLERANCE
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

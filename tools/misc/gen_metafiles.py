@@ -3,7 +3,7 @@
 
 Every config under configs/ (except _base_/) becomes one model entry with the paper's results,
 the authors' released weights and complexity measured on the model the config builds
-(repnext_mm/utils/metafiles.py says exactly what is counted).
+(repnext_mm/zoo/metafiles.py says exactly what is counted).
 
 Usage:
     python tools/misc/gen_metafiles.py            # (re)write the files
@@ -15,11 +15,10 @@ import argparse
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))  # run from a source checkout
+from repnext_mm.cli import ArgumentParser, run_cli
+from repnext_mm.zoo import metafiles
 
-from repnext_mm.cli import ArgumentParser, run_cli  # noqa: E402
-from repnext_mm.utils import metafiles  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]  # the checkout, or repnext_mm/.mim in a wheel
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

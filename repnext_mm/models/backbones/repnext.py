@@ -8,6 +8,12 @@ so the fused backbone holds no BatchNorm at all.
 
 ``with_cp=True`` trades compute for training memory: each block and downsample layer keeps only
 its input and runs again in backward (activation checkpointing, BatchNorm statistics updated once).
+
+TorchScript: every layer scripts in both forms (``deploy`` is a TorchScript constant, so only the
+form built is compiled). A scripted training form runs the literal SRP branches (the same
+outputs as the merged kernel) and no checkpointing; ``RepNeXt.forward`` returns a tuple of any
+length, which TorchScript cannot type, so scripted models run ``stem`` and ``stages`` themselves
+(as the timm model does, :mod:`repnext_mm.hub.timm_models`).
 """
 from __future__ import annotations
 
@@ -58,6 +64,7 @@ class ConvNorm(nn.Module):
         norm_cfg: Norm layer config (``BN``, ``SyncBN``, ...).
         deploy: Build the fused form (a biased conv, no norm) directly.
     """
+    __constants__ = ['deploy']
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1, stride: int = 1,
                  norm_cfg: dict | None = None, deploy: bool = False) -> None:
@@ -94,6 +101,7 @@ class _RepDWConv(nn.Module):
     Subclasses define the branches and ``merged_kernel()`` (a differentiable function of the branch
     weights); this base runs either form and performs the switch to deploy.
     """
+    __constants__ = ['deploy']
     fused_kernel_size: int
 
     def __init__(self, channels: int, stride: int, srp_forward: SRPForward, deploy: bool) -> None:
@@ -122,7 +130,8 @@ class _RepDWConv(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if self.deploy:
             return self.reparam(x)
-        if self.srp_forward == 'branches':
+        # TorchScript compiles the branches (same outputs): the kernel algebra is plain Python.
+        if torch.jit.is_scripting() or self.srp_forward == 'branches':
             return self.forward_branches(x)
         return _depthwise_conv(x, *self.merged_kernel(), stride=self.stride)
 
@@ -319,6 +328,7 @@ class RepNeXtBlock(nn.Module):
     Deploy form: the BN is folded into the first 1x1 conv of the channel mixer (it covers the
     identity chunk too, so it cannot go into the depthwise kernels).
     """
+    __constants__ = ['deploy']
 
     def __init__(self, channels: int, mlp_ratio: int = 2, norm_cfg: dict | None = None,
                  srp_forward: SRPForward = 'merged', deploy: bool = False) -> None:
@@ -351,6 +361,7 @@ class Downsample(nn.Module):
     Deploy form: the BN is folded per channel into the depthwise kernels of the copy conv (its
     output also feeds the residual, so it must be folded before the split).
     """
+    __constants__ = ['deploy']
 
     def __init__(self, in_channels: int, mlp_ratio: int = 2, norm_cfg: dict | None = None,
                  srp_forward: SRPForward = 'merged', deploy: bool = False) -> None:
@@ -403,6 +414,8 @@ class RepNeXtStage(nn.Module):
         return layer(x)
 
     def forward(self, x: Tensor) -> Tensor:
+        if torch.jit.is_scripting():  # TorchScript passes no modules around: plain, unchecked
+            return self.blocks(self.downsample(x))
         if isinstance(self.downsample, Downsample):
             x = self._run_layer(self.downsample, x)
         for block in self.blocks:
@@ -448,6 +461,8 @@ class RepNeXt(BaseModule):
         'm5': dict(widths=(80, 160, 320, 640), depths=(7, 7, 35, 2)),
     }
     num_stages = 4
+    # Python-side switches (ours, MMEngine's), not part of a scripted model
+    __jit_unused_properties__ = ['with_cp', 'is_init']
 
     def __init__(self,
                  arch: str | dict = 'm1',
@@ -558,6 +573,7 @@ class RepNeXt(BaseModule):
             raise ValueError(f'out_indices name a stage twice: {tuple(out_indices)}')
         return tuple(sorted(parsed))
 
+    @torch.jit.unused  # a tuple of any length: scripted models run stem and stages themselves
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
         # The last stage has total stride 32: a smaller input leaves it without one real pixel.
         min_size = 32

@@ -53,6 +53,11 @@ class RepNeXtClsHead(ClsHead):
         deploy: Build the fused form (one Linear) directly.
         **kwargs: Passed to mmpretrain's ``ClsHead`` (``loss``, ``topk``, ``cal_acc``, ``init_cfg``).
     """
+    # TorchScript: ``deploy`` is fixed per instance, so only the form built is compiled; the loss
+    # (mmpretrain's, not scriptable) and MMEngine's init flag are not part of inference.
+    __constants__ = ['deploy']
+    __jit_ignored_attributes__ = ['loss_module']
+    __jit_unused_properties__ = ['is_init']
 
     def __init__(self, num_classes: int, in_channels: int, distill_weight: float = 0.5,
                  deploy: bool = False, **kwargs) -> None:
@@ -78,11 +83,16 @@ class RepNeXtClsHead(ClsHead):
         x = self.pre_logits(feats)
         return self.head(x), self.head_dist(x)
 
-    def forward(self, feats: tuple[Tensor, ...]) -> Tensor:
+    def logits(self, x: Tensor) -> Tensor:
+        """Class scores of pooled features ``(N, in_channels)``: the mean of both heads (one
+        fused Linear in the deploy form)."""
         if self.deploy:
-            return self.fc(self.pre_logits(feats))
-        cls_score, dist_score = self.forward_both(feats)
-        return (cls_score + dist_score) / 2
+            return self.fc(x)
+        return (self.head(x) + self.head_dist(x)) / 2
+
+    @torch.jit.unused  # TorchScript cannot type a tuple of any length: scripts call logits()
+    def forward(self, feats: tuple[Tensor, ...]) -> Tensor:
+        return self.logits(self.pre_logits(feats))
 
     def loss(self, feats: tuple[Tensor, ...], data_samples: list[DataSample], **kwargs) -> dict:
         if not data_samples or DISTILL_LABEL not in data_samples[0]:

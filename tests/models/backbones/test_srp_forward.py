@@ -18,19 +18,9 @@ from tests.helpers import max_rel_error, randomize_norms
 TOLERANCE = 1e-4  # max relative error; summation order is the only difference between the forms
 ARCHS = tuple(RepNeXt.arch_settings)
 
-
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Runs these tests on one intra-op thread.
-
-    The test machines are small and shared: with two OpenMP threads on two busy cores, every
-    parallel region waits for a descheduled thread, which made this module 10-50x slower (and
-    its run time erratic). One thread keeps the whole module well under a minute.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# One intra-op thread: with two OpenMP threads on two busy cores, every parallel region waits
+# for a descheduled thread, which made this module 10-50x slower (and its run time erratic).
+pytestmark = pytest.mark.usefixtures('one_cpu_thread')
 
 
 @torch.no_grad()

@@ -20,14 +20,8 @@ TINY = dict(widths=[8, 16, 32, 64], depths=[1, 2, 2, 1])
 LAYERS = sum(TINY['depths']) + 3  # every block and the three downsample layers
 TOLERANCE = 1e-5  # relative; the recomputation repeats the same operations on the same input
 
-
-@pytest.fixture(autouse=True)
-def single_thread():
-    """One intra-op thread: the shared 2-core test machines make OpenMP threads wait."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# One intra-op thread: the shared 2-core test machines make OpenMP threads wait.
+pytestmark = pytest.mark.usefixtures('one_cpu_thread')
 
 
 @pytest.fixture

@@ -14,14 +14,8 @@ from repnext_mm.models.heads.repnext_head import DISTILL_LABEL
 NUM_CLASSES = 5
 TINY_ARCH = dict(widths=(8, 16, 32, 64), depths=(1, 1, 1, 1))
 
-
-@pytest.fixture(autouse=True, scope='module')
-def one_cpu_thread():
-    """One thread: on shared CPU cores OpenMP's spinning worker threads slow forwards ~100x."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+# One thread: on shared CPU cores OpenMP's spinning worker threads slow forwards ~100x.
+pytestmark = pytest.mark.usefixtures('one_cpu_thread')
 
 
 def teacher_cfg() -> dict:

@@ -5,13 +5,12 @@ import json
 import sys
 
 import numpy as np
-import pytest
 import torch
 from PIL import Image
 
 from repnext_mm.benchmark import fused, suite
-from tests.deploy.conftest import CONFIGS, trained_checkpoints  # noqa: F401  (a fixture)
-from tests.helpers import load_tool, run_tool
+from tests.helpers import (SHAPES_CONFIGS, load_tool, requires_onnxruntime, requires_openvino,
+                           run_tool)
 
 TOOL = 'tools/analysis/benchmark.py'
 DATA_ROOT = 'test_dataloader.dataset.data_root='
@@ -31,9 +30,11 @@ def test_bare_backbone_fused_vs_unfused_to_json(tmp_path, capsys):
     assert all(r['runs'] == 2 and r['median_ms'] > 0 for r in rows)
 
 
+@requires_onnxruntime
 def test_config_checkpoint_backbone_on_onnxruntime_to_csv(trained_checkpoints, tmp_path, capsys):
     out = tmp_path / 'rows.csv'
-    status, stdout, _ = run_tool(TOOL, [CONFIGS['segmentor'], trained_checkpoints['segmentor'],
+    status, stdout, _ = run_tool(TOOL, [SHAPES_CONFIGS['segmentor'],
+                                        trained_checkpoints['segmentor'],
                                         '--backbone-only', '--shape', 64, 64, '--backend',
                                         'onnxruntime', '--no-unfused', '--warmup', 1, '--runs', 2,
                                         '--no-progress', '--out', out], capsys)
@@ -46,8 +47,9 @@ def test_config_checkpoint_backbone_on_onnxruntime_to_csv(trained_checkpoints, t
     assert rows[0]['weights'] == str(trained_checkpoints['segmentor'])
 
 
+@requires_onnxruntime  # the export that OpenVINO reads
+@requires_openvino
 def test_openvino_beside_torch_at_1_and_2_threads_with_the_floor(monkeypatch, tmp_path, capsys):
-    pytest.importorskip('openvino', reason='openvino is not installed (pip install openvino)')
     monkeypatch.setitem(fused.GEMM_SIZE, 'cpu', 128)  # the floor's matmul, small for the test
     out = tmp_path / 'rows.json'
     status, stdout, _ = run_tool(TOOL, ['--arch', 'm0', '--shape', 64, 64, '--backend', 'torch',
@@ -89,7 +91,8 @@ def _fake_ade_split(root, count=3, size=64):
 
 def test_dataset_mode_times_the_whole_segmentor(trained_checkpoints, tmp_path, capsys):
     _fake_ade_split(tmp_path / 'ade')
-    status, stdout, _ = run_tool(TOOL, [CONFIGS['segmentor'], trained_checkpoints['segmentor'],
+    status, stdout, _ = run_tool(TOOL, [SHAPES_CONFIGS['segmentor'],
+                                        trained_checkpoints['segmentor'],
                                         '--dataset', '--max-iter', 2, '--no-unfused', '--no-progress',
                                         '--cfg-options', DATA_ROOT + str(tmp_path / 'ade')],
                                  capsys)
@@ -106,7 +109,7 @@ def test_bad_invocations_exit_with_status_2(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
     status, _, stderr = run_tool(TOOL, ['--arch', 'm0', '--backend', 'cuda'], capsys)
     assert status == 2 and 'needs an NVIDIA GPU' in stderr
-    status, _, stderr = run_tool(TOOL, [CONFIGS['segmentor'], '--dataset', '--no-progress',
+    status, _, stderr = run_tool(TOOL, [SHAPES_CONFIGS['segmentor'], '--dataset', '--no-progress',
                                         '--cfg-options', DATA_ROOT + str(tmp_path / 'none')],
                                  capsys)
     assert status == 2 and 'test dataset' in stderr

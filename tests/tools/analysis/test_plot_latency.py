@@ -7,15 +7,12 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip('matplotlib', reason='matplotlib is not installed (tools/setup_env.sh)')
-
 from repnext_mm.benchmark.tables import write_rows  # noqa: E402
 from repnext_mm.models import RepNeXt  # noqa: E402
 from repnext_mm.visualization import latency_plot as lp  # noqa: E402
 from repnext_mm.cli import run_cli  # noqa: E402
-from tests.helpers import load_tool  # noqa: E402
+from tests.helpers import REPO, load_tool
 
-REPO = Path(__file__).resolve().parents[3]
 ARCHS = tuple(RepNeXt.arch_settings)
 
 

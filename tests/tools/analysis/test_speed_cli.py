@@ -4,14 +4,12 @@ import json
 import pytest
 
 from repnext_mm.benchmark import fused, speed
-from tests.helpers import load_tool
-from tests.helpers import run_tool
-
-pytest.importorskip('onnxruntime', reason='onnxruntime is not installed (tools/setup_env.sh)')
+from tests.helpers import load_tool, requires_onnxruntime, run_tool
 
 TOOL = 'tools/analysis/speed.py'
 
 
+@requires_onnxruntime  # the fused section's ONNX export and its ONNX Runtime variants
 def test_fused_section_prints_the_table_and_writes_json(monkeypatch, tmp_path, capsys):
     # M0 at 32x32 (instead of 512x512) and a small GEMM: the same code path in seconds.
     monkeypatch.setattr(speed, 'FUSED_SIZE', 32)

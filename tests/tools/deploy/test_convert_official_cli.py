@@ -1,8 +1,4 @@
 """tools/deploy/convert_official.py on synthetic files in the authors' published layouts."""
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 from mmengine.runner import load_checkpoint
@@ -12,12 +8,12 @@ from repnext_mm.apis.model import build_model, load_model_config
 from repnext_mm.models.backbones.repnext import RepNeXt
 from repnext_mm.models.utils.checkpoint import load_pretrained
 from tests.deploy.author_layout import author_checkpoint, author_forward
-from tests.helpers import max_rel_error
-from tests.helpers import REPO, run_tool
+from tests.helpers import (REPO, SHAPES_CONFIGS, describe_process, max_rel_error, run_tool,
+                           run_tool_process)
 
 TOOL = 'tools/deploy/convert_official.py'
 M1_CLASSIFIER = REPO / 'configs/mmpretrain/repnext_m1_8xb256_in1k.py'
-SHAPES_DETECTOR = REPO / 'configs/mmdet/mask_rcnn_repnext_m0_fpn_shapes.py'
+SHAPES_DETECTOR = SHAPES_CONFIGS['detector']
 
 
 def test_m1_release_converts_for_classifier_and_backbone(tmp_path, capsys):
@@ -142,7 +138,8 @@ def test_bad_inputs_fail_with_status_2_and_write_nothing(releases, tmp_path, cap
     assert not dst.exists()
 
 
-def test_a_converted_detector_fine_tunes_with_another_class_count(releases, tmp_path, capsys):
+def test_a_converted_detector_fine_tunes_with_another_class_count(releases, shapes_data, tmp_path,
+                                                                   capsys):
     """load_from a converted release into the 4-class shapes config: the class-dependent layers
     are re-initialised (and named in the log), everything else starts from the release."""
     converted = tmp_path / 'repnext_m0_coco.pth'
@@ -152,23 +149,18 @@ def test_a_converted_detector_fine_tunes_with_another_class_count(releases, tmp_
                'roi_head.mask_head.conv_logits']
     assert f'load_from_allow_mismatch = {allowed}' in stdout
 
-    made = subprocess.run([sys.executable, 'tools/data/make_shapes.py', '--quiet'], cwd=REPO,
-                          capture_output=True, text=True, timeout=600)
-    assert made.returncode == 0, made.stderr
     work_dir = tmp_path / 'work'
-    result = subprocess.run(
-        [sys.executable, 'tools/train.py', str(SHAPES_DETECTOR), '--work-dir', str(work_dir),
-         # The shapes config's FPN and mask head use GroupNorm for its from-scratch demo; the
-         # release has the COCO configs' plain heads.
-         '--cfg-options', f'load_from={converted}', 'model.neck.norm_cfg=None',
-         'model.roi_head.mask_head.norm_cfg=None',
-         f'load_from_allow_mismatch=[{",".join(allowed)}]', 'train_cfg.max_epochs=1',
-         'train_dataloader.dataset.indices=4', 'val_cfg=None', 'val_dataloader=None',
-         'val_evaluator=None', 'randomness.seed=0'],
-        cwd=REPO, capture_output=True, text=True, timeout=900,
-        env={**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONPATH': str(REPO)})
+    result = run_tool_process(
+        'tools/train.py', SHAPES_DETECTOR, '--work-dir', work_dir,
+        # The shapes config's FPN and mask head use GroupNorm for its from-scratch demo; the
+        # release has the COCO configs' plain heads.
+        '--cfg-options', f'load_from={converted}', 'model.neck.norm_cfg=None',
+        'model.roi_head.mask_head.norm_cfg=None',
+        f'load_from_allow_mismatch=[{",".join(allowed)}]', 'train_cfg.max_epochs=1',
+        'train_dataloader.dataset.indices=4', 'val_cfg=None', 'val_dataloader=None',
+        'val_evaluator=None', 'randomness.seed=0', timeout=900, env={'OMP_NUM_THREADS': '1'})
+    assert result.returncode == 0, describe_process(result)
     log = result.stdout + result.stderr
-    assert result.returncode == 0, log[-4000:]
     reinitialised = [f'{layer}.{p}: checkpoint {shape} vs model' for layer, shapes in zip(
         allowed, (((81, 1024), (81,)), ((320, 1024), (320,)), ((80, 256, 1, 1), (80,))))
         for p, shape in zip(('weight', 'bias'), shapes)]

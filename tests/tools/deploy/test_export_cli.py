@@ -9,8 +9,7 @@ import re
 import pytest
 
 from repnext_mm.cli import run_cli
-from tests.deploy.conftest import CONFIGS
-from tests.helpers import REPO, load_tool, run_tool
+from tests.helpers import REPO, SHAPES_CONFIGS, load_tool, run_tool
 
 TOOL = 'tools/deploy/export.py'
 SEG_M4 = REPO / 'configs/mmseg/fpn_repnext_m4_8xb4-40k_ade20k-512x512.py'
@@ -73,7 +72,7 @@ def test_ios_bench_is_generated_for_the_exported_model(m4_coreml):
 def test_onnx_classifier_export(trained_checkpoints, tmp_path, capsys):
     out = tmp_path / 'cls.onnx'
     status, stdout, stderr = run_tool(
-        TOOL, [CONFIGS['classifier'], trained_checkpoints['classifier'], '--format', 'onnx',
+        TOOL, [SHAPES_CONFIGS['classifier'], trained_checkpoints['classifier'], '--format', 'onnx',
                '--shape', 64, 64, '--out', out], capsys)
     assert status == 0
     # Progress on stderr (one line per step when it is not a terminal), results on stdout.
@@ -87,10 +86,10 @@ def test_onnx_classifier_export(trained_checkpoints, tmp_path, capsys):
 
 
 def test_detector_needs_backbone_only_and_ios_bench_needs_coreml(tmp_path, capsys):
-    status, _, stderr = run_tool(TOOL, [CONFIGS['detector'], '--format', 'onnx',
+    status, _, stderr = run_tool(TOOL, [SHAPES_CONFIGS['detector'], '--format', 'onnx',
                                         '--out', tmp_path / 'det.onnx'], capsys)
     assert status == 2 and '--backbone-only' in stderr
-    status, _, stderr = run_tool(TOOL, [CONFIGS['segmentor'], '--format', 'onnx',
+    status, _, stderr = run_tool(TOOL, [SHAPES_CONFIGS['segmentor'], '--format', 'onnx',
                                         '--ios-bench', tmp_path / 'bench'], capsys)
     assert status == 2 and '--ios-bench needs --format coreml' in stderr
     assert list(tmp_path.iterdir()) == []
@@ -101,7 +100,7 @@ def test_onnx_out_that_is_a_directory_is_refused(tmp_path, capsys, force):
     out = tmp_path / 'cls.onnx'
     (out / 'keep').mkdir(parents=True)
     status, stdout, stderr = run_tool(
-        TOOL, [CONFIGS['classifier'], '--format', 'onnx', '--shape', 64, 64, '--out', out,
+        TOOL, [SHAPES_CONFIGS['classifier'], '--format', 'onnx', '--shape', 64, 64, '--out', out,
                *(['--force'] if force else [])], capsys)
     assert status == 2, stdout
     errors = [line for line in stderr.splitlines() if line.startswith('error:')]

@@ -7,9 +7,7 @@ import re
 
 import pytest
 
-from tests.deploy.conftest import CONFIGS
-from tests.deploy.quantization_fixtures import shape_images, write_shape_images  # noqa: F401
-from tests.helpers import run_tool
+from tests.helpers import SHAPES_CONFIGS, run_tool, write_shape_images
 
 TOOL = 'tools/deploy/export.py'
 
@@ -17,7 +15,7 @@ TOOL = 'tools/deploy/export.py'
 def test_int8_classifier_export(trained_checkpoints, shape_images, tmp_path, capsys):
     out = tmp_path / 'cls_int8.onnx'
     status, stdout, stderr = run_tool(
-        TOOL, [CONFIGS['classifier'], trained_checkpoints['classifier'], '--format', 'onnx',
+        TOOL, [SHAPES_CONFIGS['classifier'], trained_checkpoints['classifier'], '--format', 'onnx',
                '--shape', 64, 64, '--int8', '--calib-dir', shape_images['calib'],
                '--calib-images', 4, '--calib-method', 'percentile', '--out', out], capsys)
     assert status == 0, stderr
@@ -36,7 +34,7 @@ def test_default_calibration_folder_is_the_configs_test_folder(trained_checkpoin
                                                                capsys):
     write_shape_images(tmp_path / 'data' / 'val', 4)
     status, stdout, stderr = run_tool(
-        TOOL, [CONFIGS['classifier'], trained_checkpoints['classifier'], '--format', 'onnx',
+        TOOL, [SHAPES_CONFIGS['classifier'], trained_checkpoints['classifier'], '--format', 'onnx',
                '--shape', 64, 64, '--int8', '--out', tmp_path / 'm.onnx',
                '--cfg-options', f'test_dataloader.dataset.data_root={tmp_path / "data"}'], capsys)
     assert status == 0, stderr
@@ -68,7 +66,7 @@ def test_bad_calibration_folder_is_one_error_and_nothing_is_written(trained_chec
     folder = _calibration_folder(kind, tmp_path)
     before = sorted(os.listdir(tmp_path))
     status, stdout, stderr = run_tool(
-        TOOL, [CONFIGS['classifier'], trained_checkpoints['classifier'], '--format', 'onnx',
+        TOOL, [SHAPES_CONFIGS['classifier'], trained_checkpoints['classifier'], '--format', 'onnx',
                '--shape', 64, 64, '--int8', '--calib-dir', folder,
                '--out', tmp_path / 'int8.onnx'], capsys)
     assert status == 2, stdout
@@ -86,7 +84,7 @@ def test_bad_calibration_folder_is_one_error_and_nothing_is_written(trained_chec
     (['--format', 'onnx', '--coreml-compress', 'int8'], '--coreml-compress needs --format coreml'),
 ])
 def test_int8_and_compression_options_are_checked_first(tmp_path, capsys, args, message):
-    status, _, stderr = run_tool(TOOL, [CONFIGS['classifier'], *args,
+    status, _, stderr = run_tool(TOOL, [SHAPES_CONFIGS['classifier'], *args,
                                         '--out', tmp_path / 'out.onnx'], capsys)
     assert status == 2 and message in stderr
     assert os.listdir(tmp_path) == []

@@ -6,22 +6,19 @@ import json
 import re
 from pathlib import Path
 
-import pytest
-
 from repnext_mm.benchmark.quantization import class_names, folder_labels
-from tests.deploy.conftest import CONFIGS
-from tests.deploy.quantization_fixtures import shape_images  # noqa: F401
-from tests.helpers import run_tool
+from tests.helpers import SHAPES_CONFIGS, requires_onnxruntime, requires_openvino, run_tool
 
 TOOL = 'tools/analysis/quantization.py'
 FAST = ['--calib-images', 4, '--warmup', 1, '--runs', 3]
 
 
+@requires_onnxruntime
+@requires_openvino
 def test_classifier_report_on_both_runtimes(trained_checkpoints, shape_images, tmp_path, capsys):
-    pytest.importorskip('openvino')
     out = tmp_path / 'report.json'
     status, stdout, stderr = run_tool(
-        TOOL, [CONFIGS['classifier'], trained_checkpoints['classifier'], '--shape', 64, 64,
+        TOOL, [SHAPES_CONFIGS['classifier'], trained_checkpoints['classifier'], '--shape', 64, 64,
                '--calib-dir', shape_images['calib'], '--eval-dir', shape_images['heldout'],
                *FAST, '--json', out], capsys)
     assert status == 0, stderr
@@ -44,9 +41,11 @@ def test_classifier_report_on_both_runtimes(trained_checkpoints, shape_images, t
     assert re.search(r'^onnxruntime +[\d.]+ +[\d.]+ +[\d.]+ ', stdout, re.M)
 
 
+@requires_onnxruntime
 def test_top1_needs_matching_classes(shape_images, tmp_path, capsys):
     status, stdout, stderr = run_tool(
-        TOOL, [CONFIGS['classifier'], '--shape', 64, 64, '--calib-dir', shape_images['calib'],
+        TOOL, [SHAPES_CONFIGS['classifier'], '--shape', 64, 64,
+               '--calib-dir', shape_images['calib'],
                '--eval-dir', shape_images['heldout'], *FAST, '--runtimes', 'onnxruntime',
                '--cfg-options', 'model.head.num_classes=10'], capsys)
     assert status == 0, stderr
@@ -59,7 +58,7 @@ def test_labels_come_from_class_folders(shape_images):
     from repnext_mm.apis.model import load_model_config
 
     folder = Path(shape_images['heldout'])
-    classes = class_names(load_model_config(CONFIGS['classifier']), folder)
+    classes = class_names(load_model_config(SHAPES_CONFIGS['classifier']), folder)
     assert classes == ['circle', 'square', 'star', 'triangle']
     paths = sorted(folder.rglob('*.png'))
     assert folder_labels(paths, folder, classes) == [classes.index(p.parent.name) for p in paths]
@@ -68,15 +67,17 @@ def test_labels_come_from_class_folders(shape_images):
 
 def test_missing_evaluation_folder_is_one_error(shape_images, tmp_path, capsys):
     status, _, stderr = run_tool(
-        TOOL, [CONFIGS['classifier'], '--shape', 64, 64, '--calib-dir', shape_images['calib'],
-               '--eval-dir', tmp_path / 'none', '--runtimes', 'onnxruntime'], capsys)
+        TOOL, [SHAPES_CONFIGS['classifier'], '--shape', 64, 64,
+               '--calib-dir', shape_images['calib'], '--eval-dir', tmp_path / 'none',
+               '--runtimes', 'onnxruntime'], capsys)
     assert status == 2
     assert re.search(r'^error: image folder .*none does not exist .*pass --eval-dir DIR', stderr,
                      re.M)
 
 
 def test_a_directory_as_json_output_is_refused_before_any_work(tmp_path, capsys):
-    status, stdout, stderr = run_tool(TOOL, [CONFIGS['classifier'], '--json', tmp_path], capsys)
+    status, stdout, stderr = run_tool(TOOL, [SHAPES_CONFIGS['classifier'], '--json', tmp_path],
+                                      capsys)
     assert status == 2
     assert stderr.count('error:') == 1 and 'is a directory' in stderr
     assert 'Traceback' not in stderr and stdout == ''

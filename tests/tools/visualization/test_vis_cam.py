@@ -1,24 +1,20 @@
 """Grad-CAM on the RepNeXt-M0 shapes classifier: the CLI, the library, both model forms, errors."""
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
-
-pytest.importorskip('pytorch_grad_cam', reason='grad-cam is not installed (tools/setup_env.sh)')
-cv2 = pytest.importorskip('cv2')
 
 from repnext_mm.apis.model import build_model, load_model_config  # noqa: E402
 from repnext_mm.models.backbones.repnext import RepNeXt  # noqa: E402
 from repnext_mm.visualization import cam as cam_lib  # noqa: E402
 from repnext_mm.cli import run_cli
-from tests.helpers import load_tool, randomize_norms  # noqa: E402
+from tests.helpers import REPO, load_tool, randomize_norms, requires_grad_cam, requires_mmcv_ops
 
-REPO = Path(__file__).resolve().parents[3]
 CONFIG = REPO / 'configs/mmpretrain/repnext_m0_shapes.py'
 IMAGE_HW = (80, 96)  # not square and not the model's 64x64 input: the overlay must keep it
 
@@ -66,6 +62,7 @@ def _run_cli(files, out: Path, *extra: str) -> np.ndarray:
     return written
 
 
+@requires_grad_cam
 def test_cli_writes_overlay_of_image_size_and_layers_differ(files, tmp_path, capsys):
     original = cv2.imread(str(files['image']))
     last = _run_cli(files, tmp_path / 'last.png')
@@ -93,6 +90,7 @@ def test_cli_writes_overlay_of_image_size_and_layers_differ(files, tmp_path, cap
     assert np.abs(third.astype(int) - last.astype(int)).mean() > 2
 
 
+@requires_grad_cam
 def test_maps_differ_between_layers_and_categories(visualizer, files):
     image = cam_lib.load_image(files['image'])
     stage3 = visualizer.compute(image)  # default: the last stage, predicted class
@@ -110,6 +108,7 @@ def test_maps_differ_between_layers_and_categories(visualizer, files):
     assert np.abs(maps[0] - maps[1]).max() > 0.05
 
 
+@requires_grad_cam
 def test_fused_model_gives_the_same_map(visualizer, files):
     fused = cam_lib.CAMVisualizer.from_config(CONFIG, files['checkpoint'], fuse=True)
     assert not any('norm' in name for name, _ in fused.model.backbone.named_modules())
@@ -122,6 +121,7 @@ def test_fused_model_gives_the_same_map(visualizer, files):
         np.testing.assert_allclose(deployed.cam, training.cam, atol=2e-3)
 
 
+@requires_grad_cam
 def test_bare_backbone_explains_feature_energy_or_channel():
     torch.manual_seed(0)
     # A tiny custom arch: the scores do not depend on the variant, and it keeps the test fast.
@@ -149,8 +149,8 @@ def test_bare_backbone_explains_feature_energy_or_channel():
         visualizer.compute(image, ['stages.3'])
 
 
-@pytest.mark.skipif(importlib.util.find_spec('mmcv._ext') is None,
-                    reason='mmdet / mmseg models need the full mmcv (compiled ops)')
+@requires_grad_cam
+@requires_mmcv_ops
 @pytest.mark.parametrize('config', ['configs/mmdet/mask_rcnn_repnext_m0_fpn_shapes.py',
                                     'configs/mmseg/fpn_repnext_m0_shapes.py'])
 def test_detector_and_segmentor_explain_their_backbone(config, files):
@@ -163,6 +163,7 @@ def test_detector_and_segmentor_explain_their_backbone(config, files):
     assert result.cam.shape == IMAGE_HW and not result.empty
 
 
+@requires_grad_cam
 def test_unknown_layer_lists_valid_names(visualizer, files):
     image = cam_lib.load_image(files['image'])
     with pytest.raises(cam_lib.CAMError) as error:
@@ -178,6 +179,7 @@ def test_unknown_layer_lists_valid_names(visualizer, files):
         visualizer.compute(image, category=4)
 
 
+@requires_grad_cam
 def test_cli_errors_are_one_line_with_exit_code_2(files, tmp_path, capsys):
     args = [str(CONFIG), str(files['checkpoint']), str(files['image']), '--out', str(tmp_path / 'x.png')]
     assert run_cli(vis_cam.main, args + ['--target-layers', 'backbone.nope']) == 2
@@ -192,6 +194,7 @@ def test_cli_errors_are_one_line_with_exit_code_2(files, tmp_path, capsys):
     assert not (tmp_path / 'x.png').exists()
 
 
+@requires_grad_cam  # the method is checked first, against grad-cam's classes
 def test_out_with_a_non_image_suffix_is_refused_before_anything_runs(files, tmp_path, capsys):
     out = tmp_path / 'x.txt'
     # A missing checkpoint would be reported once the output is accepted: --out is checked first.
@@ -209,6 +212,7 @@ def test_out_with_a_non_image_suffix_is_refused_before_anything_runs(files, tmp_
     assert list(tmp_path.iterdir()) == []
 
 
+@requires_grad_cam
 def test_folder_run_skips_and_reports_undecodable_images(files, tmp_path, capsys):
     images = tmp_path / 'images'
     images.mkdir()
@@ -226,6 +230,7 @@ def test_folder_run_skips_and_reports_undecodable_images(files, tmp_path, capsys
     assert 'a_cam.png' in captured.out and 'broken' not in captured.out
 
 
+@requires_grad_cam
 def test_folder_run_where_every_image_is_bad_is_an_error(files, tmp_path, capsys):
     images = tmp_path / 'images'
     images.mkdir()

@@ -1,4 +1,7 @@
-"""Model complexity: parameters and multiply-accumulates (MACs) as the paper counts them."""
+"""Model complexity: parameters and multiply-accumulates (MACs) as the paper counts them.
+
+Used by the benchmarks, the Core ML export report and the model-zoo generator.
+"""
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,4 @@
-"""repnext_mm/utils/metafiles.py: reading configs, the paper's results per entry, the YAML files.
+"""repnext_mm/zoo/metafiles.py: reading configs, the paper's results per entry, the YAML files.
 
 The generated zoo files of this repository are checked in tests/tools/misc/test_metafiles.py.
 """
@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from repnext_mm import paper
-from repnext_mm.utils import metafiles
+from repnext_mm.zoo import metafiles
 
 
 def config_info(library: str, arch: str, **changes) -> metafiles.ConfigInfo:

@@ -1,8 +1,9 @@
 """Training and testing from a config: what ``tools/train.py`` and ``tools/test.py`` call.
 
 MMEngine's ``Runner`` does the work; before it starts, every input is checked (config, data,
-pretrained and checkpoint files, ``--out``), and the runner loads checkpoints strictly
-(:mod:`repnext_mm.engine.runner`), so a metric printed here comes from a completely loaded model.
+pretrained and checkpoint files, ``--out``; :mod:`repnext_mm.apis`), and the runner loads
+checkpoints strictly (:mod:`.runner`), so a metric printed here comes from a completely loaded
+model.
 """
 from __future__ import annotations
 
@@ -15,11 +16,12 @@ from mmengine.config import Config
 from repnext_mm.apis.checkpoint import fused_checkpoint_options, read_checkpoint
 from repnext_mm.apis.config import load_config, lookup_key, set_work_dir
 from repnext_mm.apis.inputs import check_checkpoint_file, check_data, check_pretrained_files
-from repnext_mm.engine.launcher import setup_launcher
-from repnext_mm.engine.resume import set_resume
-from repnext_mm.engine.runner import (allowed_mismatch_of, build_runner,
-                                      discard_run_folder_on_input_error, use_atomic_checkpoints)
-from repnext_mm.engine.tasks import TASK_ADAPTERS, enable_amp, enable_auto_scale_lr
+from .launcher import setup_launcher
+from .resume import set_resume
+from .runner import (allowed_mismatch_of, build_runner, discard_run_folder_on_input_error,
+                     use_atomic_checkpoints)
+from .tasks import TASK_ADAPTERS, enable_amp, enable_auto_scale_lr
+
 
 def apply_fused_checkpoint_options(cfg: Config, checkpoint_path: str) -> None:
     """Builds the fused structure for a checkpoint written by the reparameterize tool.

@@ -1,10 +1,10 @@
-"""Parameter and MAC counts."""
+"""repnext_mm/models/utils/complexity.py: parameter and MAC counts."""
 import pytest
 import torch
 from torch import nn
 
-from repnext_mm.benchmark.counting import count_macs, count_params
 from repnext_mm.models.backbones.repnext import RepNeXt
+from repnext_mm.models.utils.complexity import count_macs, count_params
 
 
 def test_count_macs_counts_conv_and_linear_only():

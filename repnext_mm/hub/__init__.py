@@ -1,0 +1,7 @@
+"""RepNeXt in other libraries' model registries, built from the package's one model definition.
+
+:mod:`.timm_models` registers ``repnext_m0`` .. ``repnext_m5`` with timm (with the authors'
+ImageNet weights as pretrained tags); ``import repnext_mm`` imports it when timm is installed.
+This room sits above :mod:`repnext_mm.deploy`: the pretrained weights are read by its release
+converter.
+"""
