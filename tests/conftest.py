@@ -6,6 +6,7 @@ folders for int8 calibration, and a tiny fused backbone exported to ONNX (once p
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,16 @@ import torch
 from tests.helpers import (REPO, SHAPES_CONFIGS, SMALL_GEMM, TINY_ARCH, TINY_OUTPUTS,
                            describe_process, randomize_norms, run_tool_process,
                            write_shape_images)
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (``tools/run_tests.sh`` runs one process per core) each process gets its
+    share of the cores as torch threads: two processes with two OpenMP threads each on two cores
+    would spin-wait for each other (see :func:`one_cpu_thread`)."""
+    workers = int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1'))
+    if workers > 1:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
+        torch.set_num_threads(max(1, (cores or 1) // workers))
 
 
 @pytest.fixture(autouse=True)
@@ -32,6 +43,23 @@ def no_logger_writes_to_a_closed_stream():
             if getattr(getattr(handler, 'stream', None), 'closed', False):
                 logger.removeHandler(handler)
     yield
+
+
+@pytest.fixture(autouse=True)
+def no_default_scope_leaks():
+    """Restores MMEngine's default registry scope after each test.
+
+    ``init_default_scope`` (every tool, the config tests) sets it for the whole process; a later
+    test that builds from a library's registry without a scope of its own would then look in the
+    wrong library (``ImageClassifier is not in the mmseg::model registry``), depending on which
+    test ran before it in its process, which pytest-xdist decides.
+    """
+    from mmengine.registry import DefaultScope
+
+    before = set(DefaultScope._instance_dict)
+    yield
+    for name in [name for name in DefaultScope._instance_dict if name not in before]:
+        del DefaultScope._instance_dict[name]
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Iterable
 
 import pytest
 import torch
@@ -66,6 +67,17 @@ requires_grad_cam = requires('pytorch_grad_cam', 'grad-cam', 'it computes and dr
 requires_mmcv_ops = requires('mmcv._ext', 'mmcv (with its compiled ops)',
                              'mmdet and mmseg models need them',
                              install='rerun tools/setup_env.sh (mmcv-lite has no ops)')
+
+
+def first_quick_rest_slow(values: Iterable) -> list:
+    """``values`` for ``parametrize``: the first one in the quick tier, the others marked ``slow``.
+
+    For sweeps over archs or configs where each case runs the same code on a bigger model: the
+    quick tier (``-m "not slow"``) checks that code once, on the first (smallest) value; the full
+    suite checks every value. The test ids are those of plain values.
+    """
+    values = list(values)
+    return values[:1] + [pytest.param(value, marks=pytest.mark.slow) for value in values[1:]]
 
 
 def load_tool(relative_path: str) -> ModuleType:

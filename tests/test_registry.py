@@ -16,6 +16,7 @@ def test_backbone_builds_from_each_library_registry(registry_path):
     assert isinstance(model, RepNeXt) and model.out_indices == (1, 3)
 
 
+@pytest.mark.slow  # a fresh interpreter importing the whole stack
 def test_custom_imports_in_a_config_file_register_the_backbone(tmp_path):
     """The plugin path users take: a config with custom_imports, in a fresh interpreter."""
     config = tmp_path / 'cfg.py'

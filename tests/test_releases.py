@@ -26,3 +26,22 @@ def test_each_file_has_its_address_tag_and_evaluation():
     assert releases.imagenet_release('repnext_m3_coco.pth') is None
     tags = [(r.arch, r.tag) for r in releases.IMAGENET]
     assert len(set(tags)) == len(tags)
+
+
+def test_the_environment_can_name_another_release_folder(monkeypatch):
+    monkeypatch.delenv(releases.RELEASE_URL_ENV, raising=False)
+    assert releases.release_base_url() == releases.RELEASE_URL
+    monkeypatch.setenv(releases.RELEASE_URL_ENV, 'http://127.0.0.1:8000/mirror')
+    assert releases.release_url('repnext_m0_coco.pth') == \
+        'http://127.0.0.1:8000/mirror/repnext_m0_coco.pth'
+    assert releases.imagenet_release('repnext_m1_distill_300e.pth').url.startswith(
+        'http://127.0.0.1:8000/mirror/')
+
+
+def test_every_released_checkpoint_is_listed_and_no_core_ml_model():
+    files = releases.CHECKPOINT_FILES
+    assert len(files) == len(set(files)) == 6 + 6 + 3 + 3 + 3 + 3
+    assert {r.filename for r in releases.IMAGENET} < set(files)
+    assert {'repnext_m0_distill_300e_fused.pt', 'repnext_m5_coco.pth',
+            'repnext_m3_ade20k.pth'} < set(files)
+    assert not any(name.endswith('.mlmodel') for name in files)

@@ -34,7 +34,8 @@ def build_parser() -> ArgumentParser:
     parser.add_argument('--weights', help='checkpoint file or URL (default: the published weights '
                         'of a zoo or mmpretrain name)')
     parser.add_argument('--out-dir', default='outputs',
-                        help='folder for vis/ (pictures) and preds/ (predictions); default: outputs')
+                        help='folder for vis/ (pictures) and preds/ (predictions); '
+                        'default: outputs')
     parser.add_argument('--device', help='cpu, cuda, cuda:1, ... (default: cuda if available, '
                         'else cpu)')
     parser.add_argument('--pred-score-thr', type=float, default=0.3,
@@ -50,7 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = infer(args.inputs, args.model, weights=args.weights, out_dir=args.out_dir,
                    device=args.device, pred_score_thr=args.pred_score_thr,
                    batch_size=args.batch_size)
-    print(f'{result.task}: {len(result.images)} image(s), {result.model.config} with '
+    # A new line first: the Inferencers' progress bars do not all end theirs.
+    print(f'\n{result.task}: {len(result.images)} image(s), {result.model.config} with '
           f'{result.weights}')
     for what, files in (('pictures', result.pictures), ('predictions', result.predictions)):
         if files:

@@ -26,6 +26,7 @@ import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import register_notrace_module
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models._builder import resolve_pretrained_cfg
 
 from repnext_mm import releases
 from repnext_mm.apis.checkpoint import checkpoint_allowed_types
@@ -33,6 +34,7 @@ from repnext_mm.models.backbones.repnext import RepDWConvM, RepDWConvS
 from repnext_mm.paper import PAPER_TITLE
 from .timm_classifier import RepNeXtTimm
 from .timm_weights import checkpoint_filter_fn
+from .weights import fetch_release, is_release_url
 
 __all__ = ['RepNeXtTimm', 'checkpoint_filter_fn', 'default_cfgs']
 
@@ -71,11 +73,25 @@ for _module in (RepDWConvS, RepDWConvM):
 def _create(arch: str, pretrained: bool = False, **kwargs: Any) -> RepNeXtTimm:
     if pretrained:  # the releases keep their training arguments, an argparse.Namespace
         torch.serialization.add_safe_globals(checkpoint_allowed_types())
+        _fetch_checked(f'repnext_{arch}', kwargs)
     return build_model_with_cfg(
         RepNeXtTimm, f'repnext_{arch}', pretrained,
         pretrained_filter_fn=checkpoint_filter_fn,
         feature_cfg=dict(out_indices=(0, 1, 2, 3), feature_cls='getter'),
         arch=arch, **kwargs)
+
+
+def _fetch_checked(name: str, kwargs: dict[str, Any]) -> None:
+    """Downloads a release into torch hub's cache through the checked fetch before timm looks.
+
+    timm's own download keeps a cut-short or HTML answer as the file and reports a 404 as a
+    traceback; this one is one error line and caches only a recognized checkpoint, and timm then
+    finds the file there by its name.
+    """
+    cfg = resolve_pretrained_cfg(name, pretrained_cfg=kwargs.get('pretrained_cfg'),
+                                 pretrained_cfg_overlay=kwargs.get('pretrained_cfg_overlay'))
+    if cfg.state_dict is None and not cfg.file and is_release_url(cfg.url or ''):
+        fetch_release(cfg.url)
 
 
 @register_model

@@ -27,7 +27,6 @@ from repnext_mm.deploy.convert.source import KINDS, Source, read_source
 from repnext_mm.models.backbones.repnext import RepNeXt
 from repnext_mm.models.utils.reparameterize import switch_to_deploy_all
 from repnext_mm.utils.errors import InputError
-from repnext_mm.utils.safe_load import register_checkpoint_safe_globals
 
 HEAD = 'head.'
 
@@ -101,9 +100,6 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: nn.Module) -> dic
         InputError: Not one of the releases, another arch, or the fused release for a
             training-form model.
     """
-    # timm reads files inside torch's safe_globals context, whose exit resets the allow-list
-    # and drops the entries repnext_mm registered at import (MMEngine checkpoints need them).
-    register_checkpoint_safe_globals()
     cfg = getattr(model, 'pretrained_cfg', None) or {}
     if cfg.get('file') and cfg.get('state_dict') is None:
         source = read_source(cfg['file'])

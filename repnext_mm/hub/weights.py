@@ -180,6 +180,11 @@ def _fetch(url: str) -> tuple[Path, Source | None]:
     except _DownloadError as error:
         raise InputError(f'could not download {url}: {error}. Nothing was kept in '
                          f'{cached.parent}; {manual_route()}') from error
+    except OSError as error:  # the cache folder (the download's own errors are the ones above)
+        raise InputError(f'could not save {url} in {cached.parent} ({error}); point TORCH_HOME '
+                         f'at a writable folder, or {manual_route()}') from error
+    print_log(f'downloaded {cached.stat().st_size / 1e6:.1f} MB: {found[0].kind.found}',
+              logger='current')
     return cached, found[0]
 
 

@@ -2,33 +2,34 @@
 
 The model is a config file, a model of the repnext_mm zoo (``model-index.yml``: the config
 files' names) or, for classifiers, any mmpretrain model name. The config's ``default_scope``
-picks the library's own Inferencer:
+picks the library's own Inferencer, which writes under ``out_dir``:
 
-========== ============================== ===============================================
-scope      Inferencer                     written under ``out_dir``
-========== ============================== ===============================================
-mmdet      ``DetInferencer``              ``vis/<image>`` boxes and masks drawn (scores
-                                          >= ``pred_score_thr``); ``preds/<stem>.json``
-mmseg      ``MMSegInferencer``            ``vis/<image>`` the mask blended in;
-                                          ``preds/<stem>.png`` the class index per pixel
-mmpretrain ``ImageClassificationInferencer`` ``vis/<stem>.png`` the class drawn;
-                                          ``preds/<stem>.json``
-========== ============================== ===============================================
+* mmdet, ``DetInferencer``: ``vis/<image>`` with the boxes and masks scoring at least
+  ``pred_score_thr``; ``preds/<stem>.json``;
+* mmseg, ``MMSegInferencer``: ``vis/<image>`` with the mask blended in; ``preds/<stem>.png``, the
+  class index of every pixel;
+* mmpretrain, ``ImageClassificationInferencer``: ``vis/<stem>.png`` with the class drawn;
+  ``preds/<stem>.json``.
 
-Weights: ``weights`` (a file or a URL), else the ones the zoo or mmpretrain publishes for the
-name. A local file is read safely (:func:`repnext_mm.apis.checkpoint.read_checkpoint`); a fused
-checkpoint (``tools/deploy/reparameterize.py``) builds the fused model; and once the Inferencer
-has loaded the weights its own (lenient) way, they are loaded again strictly, so weights that
-do not fit the config are an error rather than a warning in a log.
+Weights: ``weights`` (a file or an address), else the ones the zoo or mmpretrain publishes for
+the name (the authors' release addresses are downloaded once and converted by the loader
+:mod:`repnext_mm.hub.weights` registers with MMEngine). They are read safely
+(:func:`repnext_mm.apis.checkpoint.read_checkpoint`); a fused checkpoint
+(``tools/deploy/reparameterize.py``) builds the fused model; and once the Inferencer has loaded
+the weights its own (lenient) way, they are loaded again strictly, so weights that do not fit
+the config are an error rather than a warning in a log.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from repnext_mm.inference.images import check_out_dir, collect_images, publish
 from repnext_mm.utils.errors import InputError
@@ -140,18 +141,16 @@ def resolve_model(model: str) -> ModelChoice:
                         '; mmpretrain.list_models() lists the hub\'s names'))
 
 
-def is_url(weights: str) -> bool:
-    return weights.startswith(('http://', 'https://'))
-
-
 def resolve_weights(weights: str | None, choice: ModelChoice) -> str:
-    """``weights`` if given (an existing file or a URL), else the model's published weights.
+    """``weights`` if given (an existing file or an address), else the model's published weights.
 
     Raises:
         InputError: The file does not exist, or no weights were given and none are published.
     """
+    from repnext_mm.apis.inputs import is_local_path
+
     if weights is not None:
-        if is_url(weights):
+        if not is_local_path(weights):  # an address: read (and reported) by read_checkpoint
             return weights
         path = Path(weights)
         if path.is_dir():
@@ -187,27 +186,6 @@ def resolve_device(device: str | None) -> str:
     return device
 
 
-def read_weights(weights: str) -> dict:
-    """The checkpoint at ``weights``: a local file read safely, or a URL through MMEngine's
-    checkpoint loaders (downloaded once into torch's cache; a loader registered for the URL's
-    prefix, such as the authors' release converter, applies).
-
-    Raises:
-        InputError: An unreadable file, or a download that failed.
-    """
-    from repnext_mm.apis.checkpoint import read_checkpoint
-
-    if not is_url(weights):
-        return read_checkpoint(weights)
-    from mmengine.runner.checkpoint import CheckpointLoader
-
-    try:
-        return CheckpointLoader.load_checkpoint(weights, map_location='cpu')
-    except Exception as error:  # network, HTTP and format errors alike
-        raise InputError(f'cannot load the weights at {weights}: {type(error).__name__}: '
-                         f'{error}; download the file and pass it with --weights') from error
-
-
 def deploy_options(checkpoint: Any, state_dict: dict, cfg: Any) -> dict[str, bool]:
     """The config overrides that build the fused model for a fused checkpoint, else ``{}``."""
     from repnext_mm.apis.checkpoint import fused_checkpoint_options, looks_fused
@@ -226,8 +204,34 @@ def deploy_options(checkpoint: Any, state_dict: dict, cfg: Any) -> dict[str, boo
 # --------------------------------------------------------------------------------------------
 # The Inferencers
 # --------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silences what an Inferencer prints, logs and warns while it loads weights its lenient way
+    (key mismatches, class-name fallbacks): :func:`infer` checks and completes both itself."""
+    from mmengine.logging import MMLogger
+
+    logger = MMLogger.get_current_instance()
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(open(os.devnull, 'w')) as null:
+            warnings.simplefilter('ignore')
+            with null:
+                yield
+    finally:
+        logger.setLevel(level)
+
+
 def build_inferencer(cfg: Any, weights: str, device: str) -> Any:
-    """The library's Inferencer for ``cfg`` (its ``default_scope``), weights loaded, eval mode."""
+    """The library's Inferencer for ``cfg`` (its ``default_scope``), weights loaded, eval mode.
+
+    Built quietly (:func:`_quiet`): the caller loads the weights again strictly.
+    """
+    with _quiet():
+        return _build_inferencer(cfg, weights, device)
+
+
+def _build_inferencer(cfg: Any, weights: str, device: str) -> Any:
     from mmengine.model import revert_sync_batchnorm
 
     scope = cfg.default_scope
@@ -355,7 +359,9 @@ def infer(inputs: str | os.PathLike, model: str, weights: str | None = None,
         InputError: Missing or empty inputs, an unknown model, missing or unfitting weights,
             an output folder that is a file, a bad device or number.
     """
-    from repnext_mm.apis.checkpoint import load_state_dict_checked, state_dict_of
+    from mmengine.registry import DefaultScope
+
+    from repnext_mm.apis.checkpoint import load_state_dict_checked, read_checkpoint, state_dict_of
     from repnext_mm.apis.model import load_model_config
 
     images = collect_images(inputs)
@@ -366,22 +372,25 @@ def infer(inputs: str | os.PathLike, model: str, weights: str | None = None,
     device = resolve_device(device)
 
     cfg = load_model_config(choice.config)
-    checkpoint = read_weights(weights)
+    checkpoint = read_checkpoint(weights)  # an address through MMEngine's loaders (cached)
     state_dict = state_dict_of(checkpoint, weights)
     options = deploy_options(checkpoint, state_dict, cfg)
     if options:
         cfg.merge_from_dict(options)
-    inferencer = build_inferencer(cfg, weights, device)
-    load_state_dict_checked(inferencer.model, state_dict, weights)
-    if cfg.default_scope != 'mmpretrain':
-        complete_dataset_meta(inferencer, cfg, checkpoint)
+    # The library's registries, whatever scope the process was in (mmpretrain's Inferencer
+    # builds its pipeline in the current one).
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        inferencer = build_inferencer(cfg, weights, device)
+        load_state_dict_checked(inferencer.model, state_dict, weights)
+        if cfg.default_scope != 'mmpretrain':
+            complete_dataset_meta(inferencer, cfg, checkpoint)
+        with tempfile.TemporaryDirectory(prefix='repnext_infer_') as staging:
+            RUNNERS[cfg.default_scope](inferencer, [str(p) for p in images], Path(staging),
+                                       batch_size, pred_score_thr)
+            written = publish(Path(staging), out_dir)
 
     result = InferenceResult(task=TASKS[cfg.default_scope], model=choice, weights=weights,
                              images=images)
-    with tempfile.TemporaryDirectory(prefix='repnext_infer_') as staging:
-        RUNNERS[cfg.default_scope](inferencer, [str(p) for p in images], Path(staging),
-                                   batch_size, pred_score_thr)
-        written = publish(Path(staging), out_dir)
     result.pictures = [p for p in written if p.parent == out_dir / VIS_DIR]
     result.predictions = [p for p in written if p.parent == out_dir / PREDS_DIR]
     return result

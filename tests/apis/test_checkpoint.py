@@ -212,3 +212,30 @@ def test_a_mapped_read_gives_the_same_checkpoint(tmp_path):
     mapped, read = read_checkpoint(path, mmap=True), read_checkpoint(path)
     assert mapped['meta'] == read['meta'] == dict(epoch=3)
     assert torch.equal(mapped['state_dict']['w'], read['state_dict']['w'])
+
+
+@pytest.fixture
+def test_scheme():
+    """A ``repnext-test://`` address, read by a loader registered with MMEngine for the test."""
+    from mmengine.runner.checkpoint import CheckpointLoader
+
+    calls = []
+
+    def load_from_repnext_test(filename, map_location=None):
+        calls.append((filename, map_location))
+        if filename.endswith('missing.pth'):
+            raise FileNotFoundError(2, 'No such file or directory')
+        return dict(state_dict={'w': torch.ones(2)})
+
+    CheckpointLoader.register_scheme('repnext-test://', load_from_repnext_test)
+    yield calls
+    CheckpointLoader._schemes.pop('repnext-test://')  # MMEngine has no unregister
+
+
+def test_an_address_is_read_by_the_loader_mmengine_has_for_it(test_scheme):
+    checkpoint = read_checkpoint('repnext-test://weights/a.pth', map_location='cpu')
+    assert torch.equal(checkpoint['state_dict']['w'], torch.ones(2))
+    assert test_scheme == [('repnext-test://weights/a.pth', 'cpu')]
+    with pytest.raises(InputError, match=r'^checkpoint repnext-test://missing\.pth could not be '
+                                         r'loaded \(.*No such file'):
+        read_checkpoint('repnext-test://missing.pth')

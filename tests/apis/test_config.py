@@ -9,7 +9,7 @@ from mmengine.config import Config
 from repnext_mm.apis.config import check_model_arguments, load_config, set_work_dir
 from repnext_mm.models.backbones.repnext import RepNeXt
 from repnext_mm.utils.errors import InputError
-from tests.helpers import REPO
+from tests.helpers import REPO, first_quick_rest_slow
 
 DET_CONFIG = str(REPO / 'configs' / 'mmdet' / 'mask_rcnn_repnext_m0_fpn_shapes.py')
 
@@ -59,8 +59,8 @@ def test_an_unknown_argument_of_a_library_module_is_caught_too():
         load_config(DET_CONFIG, {'model.neck.out_channel': 128})
 
 
-@pytest.mark.parametrize('config', sorted(str(p) for p in (REPO / 'configs').rglob('*.py')
-                                          if '_base_' not in p.parts))
+@pytest.mark.parametrize('config', first_quick_rest_slow(sorted(
+    str(p) for p in (REPO / 'configs').rglob('*.py') if '_base_' not in p.parts)))
 def test_every_shipped_config_passes_the_argument_check(config):
     check_model_arguments(Config.fromfile(config))
 

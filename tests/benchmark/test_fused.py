@@ -31,6 +31,7 @@ def test_partial_fusion_keeps_the_bn_after_chunk_and_copy_convs_and_the_outputs(
             assert max_rel_error(out, ref) < 1e-4
 
 
+@pytest.mark.slow  # TorchScript freezing, ONNX export, ONNX Runtime and OpenVINO sessions
 def test_fused_variants_compute_the_same_function(tmp_path):
     variants, facts = build_fused_variants(TINY, 'cpu', threads=1, use_compile=False,
                                            workdir=tmp_path, size=32)

@@ -13,6 +13,7 @@ TINY = dict(widths=[8, 16, 32, 64], depths=[1, 1, 1, 1])
 PEAKS = {'merged': 3 * 2**20, 'branches': 4 * 2**20, 'srp-free': 3 * 2**20}
 
 
+@pytest.mark.slow  # times training steps of every form
 def test_training_section_prints_every_form_and_the_paired_ratios(monkeypatch, capsys):
     monkeypatch.setattr(speed, 'measure_training_memory',
                         lambda case, threads: [PEAKS[case.form]])
@@ -30,6 +31,7 @@ def test_training_section_prints_every_form_and_the_paired_ratios(monkeypatch, c
     assert summary['nchw']['speedup'] > 0 and 'channels_last_gain_merged' in summary
 
 
+@pytest.mark.slow  # times training steps with and without checkpointing
 def test_with_cp_section_compares_the_step_with_and_without_checkpointing(monkeypatch, capsys):
     cases = []
 

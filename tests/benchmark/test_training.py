@@ -56,6 +56,7 @@ def test_training_step_computes_gradients():
 
 @pytest.mark.skipif(not __import__('pathlib').Path('/proc/self/clear_refs').exists(),
                     reason='needs Linux /proc/self/clear_refs')
+@pytest.mark.slow  # a fresh process
 def test_memory_worker_measures_a_positive_peak_in_a_fresh_process():
     case = TrainingCase(TINY, 'merged', batch_size=8, image_size=64)
     peaks = measure_training_memory(case, threads=1, steps=2)

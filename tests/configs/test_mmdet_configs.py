@@ -10,7 +10,7 @@ from mmengine.config import Config
 
 import repnext_mm  # noqa: F401  (registers repnext_mm.RepNeXt, as custom_imports does)
 from repnext_mm.models.backbones.repnext import RepNeXt
-from tests.helpers import REPO
+from tests.helpers import REPO, first_quick_rest_slow
 
 CONFIG_DIR = REPO / 'configs' / 'mmdet'
 ARCHS = tuple(sorted(RepNeXt.arch_settings))
@@ -30,7 +30,7 @@ def test_every_config_file_is_one_of_the_tested_ones():
     assert set(ALL_CONFIGS) == expected
 
 
-@pytest.mark.parametrize('arch', ARCHS)
+@pytest.mark.parametrize('arch', first_quick_rest_slow(ARCHS))
 def test_paper_protocol(arch):
     cfg = load(ARCH_CONFIGS[arch])
     assert cfg.default_scope == 'mmdet'
@@ -160,7 +160,7 @@ def one_image_batch(size: int = 64) -> dict:
     return dict(inputs=[image], data_samples=[sample])
 
 
-@pytest.mark.parametrize('config', ALL_CONFIGS, ids=lambda path: path.stem)
+@pytest.mark.parametrize('config', first_quick_rest_slow(ALL_CONFIGS), ids=lambda path: path.stem)
 def test_config_builds_and_runs_one_batch(config, one_cpu_thread):
     from mmdet.registry import MODELS
     from mmengine.registry import init_default_scope

@@ -21,7 +21,7 @@ from mmengine.utils import import_modules_from_strings
 
 from repnext_mm.datasets.shapes import CLASSES as SHAPES_CLASSES
 from repnext_mm.models.backbones import RepNeXt
-from tests.helpers import REPO
+from tests.helpers import REPO, first_quick_rest_slow
 
 SEG_DIR = REPO / 'configs/mmseg'
 CLS_DIR = REPO / 'configs/mmpretrain'
@@ -108,7 +108,7 @@ def check_seg_model(cfg: Config, num_classes: int) -> None:
     assert predictions[0].seg_logits.data.shape == (num_classes, TINY, TINY)
 
 
-@pytest.mark.parametrize('name', SEG_CONFIGS)
+@pytest.mark.parametrize('name', first_quick_rest_slow(SEG_CONFIGS))
 def test_ade20k_config_follows_the_protocol_and_runs(name):
     arch = name.split('_')[2]
     cfg = load(SEG_DIR / name)
@@ -221,7 +221,7 @@ def assert_imagenet_recipe(cfg: Config, arch: str) -> None:
     assert cfg.train_dataloader.dataset.pipeline[1].scale == 224
 
 
-@pytest.mark.parametrize('name', CLS_CONFIGS)
+@pytest.mark.parametrize('name', first_quick_rest_slow(CLS_CONFIGS))
 def test_imagenet_config_follows_the_recipe_and_runs(name):
     arch = name.split('_')[1]
     cfg = load(CLS_DIR / name)
@@ -231,7 +231,7 @@ def test_imagenet_config_follows_the_recipe_and_runs(name):
     assert set(losses) == {'loss'}
 
 
-@pytest.mark.parametrize('name', DISTILL_CONFIGS)
+@pytest.mark.parametrize('name', first_quick_rest_slow(DISTILL_CONFIGS))
 def test_distill_config_adds_only_the_teacher_and_runs(name):
     arch = name.split('_')[1]
     cfg = load(CLS_DIR / name)

@@ -37,6 +37,7 @@ def compressed(backbone, tmp_path_factory):
     return Lazy()
 
 
+@pytest.mark.slow  # Core ML conversions (the compressed fixture)
 def test_int8_weights_halve_the_package_and_decompress_close_to_fp16(compressed, backbone):
     import coremltools as ct
 
@@ -67,6 +68,7 @@ def test_int8_weights_halve_the_package_and_decompress_close_to_fp16(compressed,
             'relative_error']
 
 
+@pytest.mark.slow  # the compressed fixture
 def test_palettization_trades_accuracy_for_size(compressed):
     int8, lut4 = (compressed[kind].report['compression'] for kind in ('int8', 'palettize4'))
     assert lut4['package_bytes']['after'] < int8['package_bytes']['after']

@@ -88,6 +88,7 @@ def test_pipeline_inputs_are_the_models_own_preprocessing(shape_images):
     assert 'resized to the export size' in images.describe()
 
 
+@pytest.mark.slow  # int8 export and calibration (the int8_backbone fixture)
 def test_int8_backbone_quantizes_every_conv_and_agrees_with_fp32(int8_backbone, backbone,
                                                                  shape_images):
     result, root = int8_backbone
@@ -124,6 +125,7 @@ def test_int8_backbone_quantizes_every_conv_and_agrees_with_fp32(int8_backbone, 
         np.testing.assert_allclose(a, e.numpy(), rtol=1e-3, atol=1e-4)
 
 
+@pytest.mark.slow  # an int8 export with calibration
 def test_a_failed_int8_check_writes_nothing(backbone, shape_images, tmp_path, monkeypatch):
     prepared, wrapper, reader = backbone
     monkeypatch.setattr(quantize, 'MIN_COSINE', 1.01)  # no int8 model can pass

@@ -20,7 +20,7 @@ from repnext_mm.deploy.verify import compare_outputs, example_inputs, tensor_for
 from repnext_mm.utils.errors import InputError
 from repnext_mm.apis.checkpoint import read_checkpoint
 from repnext_mm.deploy.reparameterize import reparameterize_checkpoint
-from tests.helpers import SHAPES_CONFIGS, SHAPES_INPUT_SIZES
+from tests.helpers import SHAPES_CONFIGS, SHAPES_INPUT_SIZES, first_quick_rest_slow
 
 EXPECTED_OPTIONS = dict(
     classifier='model.backbone.deploy=True model.head.deploy=True',
@@ -36,7 +36,7 @@ def parse_cfg_options(text: str) -> dict:
     return namespace.cfg_options
 
 
-@pytest.mark.parametrize('task', ['classifier', 'detector', 'segmentor'])
+@pytest.mark.parametrize('task', first_quick_rest_slow(['classifier', 'detector', 'segmentor']))
 def test_round_trip(task, trained_checkpoints, tmp_path):
     config, checkpoint = SHAPES_CONFIGS[task], trained_checkpoints[task]
     out = tmp_path / 'fused.pth'

@@ -6,19 +6,14 @@ import copy
 import pytest
 import torch
 
-from tests.helpers import is_installed, max_rel_error, randomize_norms
+import timm
 
-if not is_installed('timm'):
-    pytest.skip('timm is not installed (the timm models are registered with it; '
-                'pip install timm -c requirements/constraints.txt)', allow_module_level=True)
-
-import timm  # noqa: E402
-
-import repnext_mm  # noqa: E402,F401  (registers the models with timm)
-from repnext_mm.hub.timm_classifier import RepNeXtTimm  # noqa: E402
-from repnext_mm.models.backbones.repnext import RepNeXt  # noqa: E402
-from repnext_mm.models.heads.repnext_head import RepNeXtClsHead  # noqa: E402
-from repnext_mm.models.utils.reparameterize import count_batchnorms  # noqa: E402
+import repnext_mm  # noqa: F401  (registers the models with timm)
+from repnext_mm.hub.timm_classifier import RepNeXtTimm
+from repnext_mm.models.backbones.repnext import RepNeXt
+from repnext_mm.models.heads.repnext_head import RepNeXtClsHead
+from repnext_mm.models.utils.reparameterize import count_batchnorms
+from tests.helpers import max_rel_error, randomize_norms
 
 pytestmark = pytest.mark.usefixtures('one_cpu_thread')
 

@@ -14,7 +14,7 @@ import torch
 
 from repnext_mm.deploy.reparameterize import reparameterize_checkpoint
 from repnext_mm.cli import run_cli
-from tests.helpers import REPO, SHAPES_CONFIGS, load_tool, run_tool_process
+from tests.helpers import REPO, SHAPES_CONFIGS, first_quick_rest_slow, load_tool, run_tool_process
 
 CLS_CONFIG = SHAPES_CONFIGS['classifier']
 DET_CONFIG = SHAPES_CONFIGS['detector']
@@ -167,8 +167,12 @@ def test_bad_checkpoint_files_in_test(trained_checkpoints, in_repo, tmp_path, ca
     assert 'weights_only' not in line
 
 
-@pytest.mark.parametrize('option', ['--resume', 'load_from'])
-@pytest.mark.parametrize('case, expected', BAD_FILES, ids=[case for case, _ in BAD_FILES])
+# Each case goes through the reader test_bad_checkpoint_files_in_test checks: the quick tier sends
+# one through train.py, the full suite every one.
+@pytest.mark.parametrize('option', first_quick_rest_slow(['--resume', 'load_from']))
+@pytest.mark.parametrize('case, expected', [
+    BAD_FILES[0], *(pytest.param(*case, marks=pytest.mark.slow) for case in BAD_FILES[1:])],
+    ids=[case for case, _ in BAD_FILES])
 def test_bad_checkpoint_files_in_train(trained_checkpoints, in_repo, tmp_path, capsys, case,
                                        expected, option):
     path = write_bad_file(tmp_path / 'bad.pth', case, trained_checkpoints['classifier'])
@@ -244,6 +248,7 @@ def test_an_argument_the_model_does_not_take(in_repo, tmp_path, capsys):
 # ------------------------------------------------------------------------------------------
 # As a user sees it: a fresh process prints exactly one line on stderr
 # ------------------------------------------------------------------------------------------
+@pytest.mark.slow  # two fresh processes, each importing the whole stack
 @pytest.mark.parametrize('argv', [
     ['tools/test.py', str(CLS_CONFIG), 'resnet.pth'],
     ['tools/train.py', str(DET_CONFIG), '--cfg-options', 'model.backbone.archh=m0'],

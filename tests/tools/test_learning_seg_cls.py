@@ -18,7 +18,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 from mmengine.config import Config
 from mmengine.runner import Runner
 

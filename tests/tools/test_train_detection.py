@@ -16,7 +16,6 @@ import os
 import re
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -26,7 +25,7 @@ import torch
 
 from repnext_mm.cli import run_cli
 from repnext_mm.models import RepNeXt
-from tests.helpers import REPO, load_tool
+from tests.helpers import REPO, describe_process, load_tool, run_tool_process
 
 train_tool = load_tool('tools/train.py').main
 eval_tool = load_tool('tools/test.py').main
@@ -49,29 +48,10 @@ TRAINED_BBOX_AP_MIN = 0.11
 TRAINED_SEGM_AP_MIN = 0.12
 
 
-def run_tool_process(*args: str | Path, cwd: Path = REPO, env: dict | None = None,
-             timeout: float = 900) -> subprocess.CompletedProcess:
-    """Runs ``tools/*.py`` with this interpreter and ``tools/*.sh`` with bash."""
-    command = [str(a) for a in args]
-    if command[0].endswith('.py'):
-        command = [sys.executable, *command]
-    elif command[0].endswith('.sh'):
-        command = ['bash', *command]
-    full_env = {'OMP_NUM_THREADS': '1', **os.environ, 'PYTHONPATH': str(REPO),
-                'PYTHON': sys.executable, **(env or {})}
-    return subprocess.run(command, cwd=cwd, env=full_env, capture_output=True, text=True,
-                          timeout=timeout)
-
-
-def describe(result: subprocess.CompletedProcess) -> str:
-    return f'exit {result.returncode}\n--- stdout ---\n{result.stdout[-3000:]}\n' \
-           f'--- stderr ---\n{result.stderr[-5000:]}'
-
-
 def printed_metrics(result: subprocess.CompletedProcess) -> dict:
     """The metrics tools/test.py prints as its last ``test metrics: {...}`` line."""
     lines = [line for line in result.stdout.splitlines() if line.startswith('test metrics: ')]
-    assert lines, describe(result)
+    assert lines, describe_process(result)
     return json.loads(lines[-1][len('test metrics: '):])
 
 
@@ -102,14 +82,6 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope='module')
-def shapes_data() -> Path:
-    result = run_tool_process('tools/data/make_shapes.py', '--quiet')  # no-op when up to date
-    assert result.returncode == 0, describe(result)
-    assert (SHAPES_ROOT / 'coco' / 'annotations' / 'instances_val.json').is_file()
-    return SHAPES_ROOT
-
-
 # The demo's run, cut to its first SHARED_EPOCHS epochs with the cosine schedule ending there.
 SHARED_EPOCHS = 2
 SHARED_RUN = [f'train_cfg.max_epochs={SHARED_EPOCHS}', f'train_cfg.val_interval={SHARED_EPOCHS}',
@@ -131,7 +103,7 @@ def trained(shapes_data, tmp_path_factory) -> SimpleNamespace:
                               '--cfg-options', 'train_dataloader.batch_size=2', *SHARED_RUN, *SEED,
                               env={'PORT': str(free_port())}, timeout=TRAINING_TIMEOUT)
     seconds = time.perf_counter() - started
-    assert result.returncode == 0, describe(result)
+    assert result.returncode == 0, describe_process(result)
     checkpoint = Path((work_dir / 'last_checkpoint').read_text().strip())
     return SimpleNamespace(work_dir=work_dir, checkpoint=checkpoint, seconds=seconds,
                            log=result.stdout + result.stderr, metrics=last_val_metrics(work_dir))
@@ -158,7 +130,7 @@ def test_training_learns_far_beyond_the_untrained_model(trained, tmp_path):
     # Evaluated by tools/dist_test.sh with 2 CPU processes: checks that path too, in half the time.
     result = run_tool_process('tools/dist_test.sh', SHAPES_CONFIG, untrained, '2',
                       '--work-dir', tmp_path / 'eval', env={'PORT': str(free_port())})
-    assert result.returncode == 0, describe(result)
+    assert result.returncode == 0, describe_process(result)
     before, after = printed_metrics(result), trained.metrics
     print(f'bbox mAP untrained {before["coco/bbox_mAP"]:.3f} -> trained '
           f'{after["coco/bbox_mAP"]:.3f}; segm mAP {before["coco/segm_mAP"]:.3f} -> '
@@ -174,7 +146,7 @@ def test_test_tool_reproduces_the_last_training_evaluation(trained, tmp_path):
     out = tmp_path / 'predictions.pkl'
     result = run_tool_process('tools/test.py', SHAPES_CONFIG, trained.checkpoint,
                       '--work-dir', tmp_path, '--out', out)
-    assert result.returncode == 0, describe(result)
+    assert result.returncode == 0, describe_process(result)
     metrics = printed_metrics(result)
     keys = [k for k in trained.metrics if k.startswith('coco/')]
     assert len(keys) == 6 + 6  # mAP, mAP_50, mAP_75, mAP_s, mAP_m, mAP_l for boxes and masks
@@ -194,9 +166,9 @@ def test_resume_ends_with_the_weights_of_an_uninterrupted_run(shapes_data, tmp_p
                                     (stopped, 2, ['--resume'])):
         result = run_tool_process('tools/train.py', SHAPES_CONFIG, '--work-dir', work_dir, *extra,
                           '--cfg-options', *TINY_RUN, f'train_cfg.max_epochs={epochs}')
-        assert result.returncode == 0, describe(result)
+        assert result.returncode == 0, describe_process(result)
     log = result.stdout + result.stderr
-    assert 'resumed epoch: 1, iter: 2' in log, describe(result)
+    assert 'resumed epoch: 1, iter: 2' in log, describe_process(result)
     assert 'restored the Python, NumPy and torch random number generator states' in log
 
     expected, resumed = load_checkpoint(straight / 'epoch_2.pth'), \

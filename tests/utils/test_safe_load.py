@@ -31,6 +31,7 @@ def test_weights_only_getattr_stand_in_refuses_other_attributes(tmp_path):
         torch.load(path, weights_only=True)
 
 
+@pytest.mark.slow  # a fresh interpreter importing torch and repnext_mm
 def test_history_buffer_loads_in_a_fresh_process(tmp_path):
     """A process that never built a HistoryBuffer has an empty statistics registry."""
     import subprocess

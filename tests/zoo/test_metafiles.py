@@ -117,3 +117,19 @@ def test_render_imports_every_library_with_entries():
     document = yaml.safe_load(outputs['configs/mmseg/metafile.yml'])
     assert document['Collections'][0]['Paper'] == {'URL': paper.PAPER_URL, 'Title': paper.PAPER_TITLE}
     assert document['Models'][0]['Metadata']['FLOPs'] == FIGURES['macs']
+
+
+@pytest.mark.parametrize('arch', ['m0', 'm3', 'm5'])
+def test_weights_are_the_authors_release_files(arch):
+    from repnext_mm import releases
+
+    def weights(library, **changes):
+        return metafiles.model_entry(config_info(library, arch, **changes), FIGURES).get('Weights')
+
+    distilled = releases.DISTILL_300E.format(arch=arch)
+    assert weights('mmpretrain', distill=True) == releases.release_url(distilled)
+    assert releases.imagenet_release(distilled).distilled
+    assert weights('mmpretrain') is None  # the plain recipe was not released
+    dense = arch in releases.DOWNSTREAM_ARCHS
+    assert weights('mmdet') == (releases.release_url(f'repnext_{arch}_coco.pth') if dense else None)
+    assert weights('mmseg') == (releases.release_url(f'repnext_{arch}_ade20k.pth') if dense else None)

@@ -16,7 +16,7 @@ from repnext_mm.deploy.convert import (convert_author_state_dict, convert_offici
 from repnext_mm.models.backbones.repnext import RepNeXt
 from repnext_mm.models.heads.repnext_head import RepNeXtClsHead
 from repnext_mm.utils.errors import InputError
-from tests.helpers import max_rel_error
+from tests.helpers import first_quick_rest_slow, max_rel_error
 from ..author_layout import (ARCHS, author_checkpoint, author_forward, author_shapes,
                              author_state_dict)
 
@@ -31,7 +31,7 @@ def test_m1_release_layout_has_1022_entries():
     assert len(author_shapes('m1')) == 1022
 
 
-@pytest.mark.parametrize('arch', ARCHS)
+@pytest.mark.parametrize('arch', first_quick_rest_slow(ARCHS))
 def test_every_author_key_maps_with_its_shape(author_weights, arch):
     weights = author_weights[arch]
     result = convert_author_state_dict(weights, task='cls')
@@ -49,7 +49,7 @@ def test_every_author_key_maps_with_its_shape(author_weights, arch):
         assert tuple(weights[source].shape) == tuple(own[target]), (source, target)
 
 
-@pytest.mark.parametrize('arch', ARCHS)
+@pytest.mark.parametrize('arch', first_quick_rest_slow(ARCHS))
 def test_backbone_task_drops_exactly_the_head(author_weights, arch):
     result = convert_author_state_dict(author_weights[arch], task='backbone')
     assert all(k.startswith('backbone.') for k in result.state_dict)

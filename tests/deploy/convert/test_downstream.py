@@ -13,7 +13,7 @@ from repnext_mm.deploy.convert.source import Source
 from repnext_mm.models.backbones.repnext import RepNeXt
 from repnext_mm.models.utils.checkpoint import load_pretrained
 from repnext_mm.utils.errors import InputError
-from tests.helpers import REPO, max_rel_error
+from tests.helpers import REPO, first_quick_rest_slow, max_rel_error
 from ..author_layout import author_forward
 from ..release_layout import mmdet228_mask_rcnn_shapes, mmseg030_semantic_fpn_shapes
 
@@ -25,7 +25,7 @@ def backbone_of(weights: dict) -> dict:
     return {k[len('backbone.'):]: v for k, v in weights.items() if k.startswith('backbone.')}
 
 
-@pytest.mark.parametrize('arch', ['m3', 'm4', 'm5'])
+@pytest.mark.parametrize('arch', first_quick_rest_slow(['m3', 'm4', 'm5']))
 def test_mmdet228_and_mmseg030_name_every_neck_and_head_weight_as_mmdet33_and_mmseg12(arch):
     """The rename table, checked key by key (with shapes) against our configs' real models."""
     assert RENAMES == ()
@@ -40,7 +40,8 @@ def test_mmdet228_and_mmseg030_name_every_neck_and_head_weight_as_mmdet33_and_mm
         assert theirs == ours
 
 
-@pytest.mark.parametrize('kind, classes', [('detector', 80), ('segmentor', 150)])
+@pytest.mark.parametrize('kind, classes', [pytest.param('detector', 80, marks=pytest.mark.slow),
+                                           ('segmentor', 150)])
 def test_release_round_trips_with_the_authors_backbone_features(releases, tmp_path, kind, classes):
     release, dst = releases[kind], tmp_path / 'converted.pth'
     report = convert_official_checkpoint(release.path, dst)

@@ -11,7 +11,7 @@ from repnext_mm.apis.model import build_model, load_model_config
 from repnext_mm.deploy.convert import (convert_fused_state_dict, convert_official_checkpoint,
                                        map_fused_key)
 from repnext_mm.utils.errors import InputError
-from tests.helpers import REPO, max_rel_error
+from tests.helpers import REPO, first_quick_rest_slow, max_rel_error
 from ..author_layout import author_forward
 from ..release_layout import AuthorFusedRepNext
 
@@ -44,7 +44,7 @@ def _load_fused(dst, report) -> nn.Module:
     return model
 
 
-@pytest.mark.parametrize('how', ['script', 'trace'])
+@pytest.mark.parametrize('how', first_quick_rest_slow(['script', 'trace']))
 def test_fused_release_round_trips_with_every_batchnorm_folded(releases, tmp_path, how):
     release = releases['fused']
     src = release.path

@@ -23,10 +23,11 @@ def test_each_release_is_recognized_by_its_content(releases, kind):
     assert read_source(releases[kind].path).kind.name == kind
 
 
-@pytest.mark.parametrize('kind, weights, entry', [('imagenet', 'model', 'model'),
-                                                  ('imagenet', 'ema', 'model_ema'),
-                                                  ('timm', 'model', 'state_dict'),
-                                                  ('timm', 'ema', 'state_dict_ema')])
+@pytest.mark.parametrize('kind, weights, entry', [
+    ('imagenet', 'model', 'model'),
+    pytest.param('imagenet', 'ema', 'model_ema', marks=pytest.mark.slow),
+    pytest.param('timm', 'model', 'state_dict', marks=pytest.mark.slow),
+    pytest.param('timm', 'ema', 'state_dict_ema', marks=pytest.mark.slow)])
 def test_classifier_releases_round_trip_to_the_authors_logits(releases, tmp_path, kind, weights,
                                                               entry):
     src, dst = releases[kind].path, tmp_path / 'converted.pth'

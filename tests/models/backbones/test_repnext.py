@@ -10,7 +10,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from repnext_mm.models import RepNeXt
 from repnext_mm.models.backbones.repnext import ChannelMixer, CopyConv
-from tests.helpers import max_rel_error, randomize_norms
+from tests.helpers import first_quick_rest_slow, max_rel_error, randomize_norms
 
 ARCHS = tuple(RepNeXt.arch_settings)
 
@@ -71,7 +71,7 @@ def test_stage_outputs_have_strides_4_to_32():
                                               (1, 512, 16, 16)]
 
 
-@pytest.fixture(scope='module', params=ARCHS)
+@pytest.fixture(scope='module', params=first_quick_rest_slow(ARCHS))
 def trained_and_fused(request):
     """A backbone in eval mode with non-trivial BN statistics, and its fused copy."""
     torch.manual_seed(ARCHS.index(request.param))

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from repnext_mm.models.backbones.repnext import (SRP_FORWARD_MODES, LargeStripConv, RepDWConvM,
                                                  RepDWConvS, RepNeXt, RepNeXtBlock)
-from tests.helpers import max_rel_error, randomize_norms
+from tests.helpers import first_quick_rest_slow, max_rel_error, randomize_norms
 
 TOLERANCE = 1e-4  # max relative error; summation order is the only difference between the forms
 ARCHS = tuple(RepNeXt.arch_settings)
@@ -146,7 +146,7 @@ def test_merged_forward_skips_the_branches(conv_type: type) -> None:
             assert not called
 
 
-@pytest.mark.parametrize('arch', ARCHS)
+@pytest.mark.parametrize('arch', first_quick_rest_slow(ARCHS))
 def test_backbone_merged_equals_branches_in_train_mode(arch: str) -> None:
     torch.manual_seed(0)
 

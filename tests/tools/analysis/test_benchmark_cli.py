@@ -5,6 +5,7 @@ import json
 import sys
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -47,6 +48,7 @@ def test_config_checkpoint_backbone_on_onnxruntime_to_csv(trained_checkpoints, t
     assert rows[0]['weights'] == str(trained_checkpoints['segmentor'])
 
 
+@pytest.mark.slow  # exports, compiles and times at two thread counts
 @requires_onnxruntime  # the export that OpenVINO reads
 @requires_openvino
 def test_openvino_beside_torch_at_1_and_2_threads_with_the_floor(monkeypatch, tmp_path, capsys):

@@ -1,7 +1,6 @@
 """tools/analysis/plot_latency.py: benchmark rows + zoo accuracies -> a latency-accuracy figure."""
 from __future__ import annotations
 
-import sys
 import json
 from pathlib import Path
 

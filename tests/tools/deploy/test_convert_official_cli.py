@@ -138,6 +138,7 @@ def test_bad_inputs_fail_with_status_2_and_write_nothing(releases, tmp_path, cap
     assert not dst.exists()
 
 
+@pytest.mark.slow  # trains Mask R-CNN for a step in a fresh process
 def test_a_converted_detector_fine_tunes_with_another_class_count(releases, shapes_data, tmp_path,
                                                                    capsys):
     """load_from a converted release into the 4-class shapes config: the class-dependent layers

@@ -30,6 +30,7 @@ def m4_coreml(tmp_path_factory):
     return status, stdout.getvalue(), out, root
 
 
+@pytest.mark.slow  # converts M4 to Core ML (the m4_coreml fixture)
 def test_coreml_m4_backbone_package_and_report(m4_coreml):
     status, stdout, out, _ = m4_coreml
     assert status == 0, stdout
@@ -52,6 +53,7 @@ def test_coreml_m4_backbone_package_and_report(m4_coreml):
         assert 'Core ML cannot load, compile or run a model on Linux' in stdout
 
 
+@pytest.mark.slow  # the m4_coreml fixture
 def test_ios_bench_is_generated_for_the_exported_model(m4_coreml):
     status, stdout, out, root = m4_coreml
     assert status == 0

@@ -30,6 +30,7 @@ def test_int8_classifier_export(trained_checkpoints, shape_images, tmp_path, cap
     assert os.listdir(tmp_path) == ['cls_int8.onnx']  # no fp32 file or temporary left behind
 
 
+@pytest.mark.slow  # a second int8 export (test_int8_classifier_export is the quick one)
 def test_default_calibration_folder_is_the_configs_test_folder(trained_checkpoints, tmp_path,
                                                                capsys):
     write_shape_images(tmp_path / 'data' / 'val', 4)

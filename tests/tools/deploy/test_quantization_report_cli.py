@@ -6,6 +6,8 @@ import json
 import re
 from pathlib import Path
 
+import pytest
+
 from repnext_mm.benchmark.quantization import class_names, folder_labels
 from tests.helpers import SHAPES_CONFIGS, requires_onnxruntime, requires_openvino, run_tool
 
@@ -13,6 +15,7 @@ TOOL = 'tools/analysis/quantization.py'
 FAST = ['--calib-images', 4, '--warmup', 1, '--runs', 3]
 
 
+@pytest.mark.slow  # int8 export, then timing on both runtimes
 @requires_onnxruntime
 @requires_openvino
 def test_classifier_report_on_both_runtimes(trained_checkpoints, shape_images, tmp_path, capsys):
@@ -41,6 +44,7 @@ def test_classifier_report_on_both_runtimes(trained_checkpoints, shape_images, t
     assert re.search(r'^onnxruntime +[\d.]+ +[\d.]+ +[\d.]+ ', stdout, re.M)
 
 
+@pytest.mark.slow  # an int8 export and its timing
 @requires_onnxruntime
 def test_top1_needs_matching_classes(shape_images, tmp_path, capsys):
     status, stdout, stderr = run_tool(

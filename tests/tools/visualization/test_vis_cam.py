@@ -1,7 +1,6 @@
 """Grad-CAM on the RepNeXt-M0 shapes classifier: the CLI, the library, both model forms, errors."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import cv2

@@ -1,0 +1,58 @@
+"""repnext_mm/inference/images.py: the images of a file or folder, the output folder checked
+before any work, and outputs published file by file."""
+from __future__ import annotations
+
+import pytest
+
+from repnext_mm.inference import images
+from repnext_mm.utils.errors import InputError
+
+
+def _touch(path, data=b'x'):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def test_a_folder_gives_its_images_in_name_order(tmp_path):
+    for name in ('b.JPG', 'a.png', '.hidden.png', 'notes.txt', 'sub/c.png'):
+        _touch(tmp_path / name)
+    assert images.collect_images(tmp_path) == [tmp_path / 'a.png', tmp_path / 'b.JPG']
+    assert images.collect_images(tmp_path / 'a.png') == [tmp_path / 'a.png']
+
+
+@pytest.mark.parametrize('layout, inputs, match', [
+    ({}, 'missing.png', 'missing.png does not exist'),
+    ({'config.py': b''}, 'config.py', r'config.py is not an image \(.png, .jpg.*INPUTS MODEL'),
+    ({'notes.txt': b''}, '.', r'holds no images \(.png.*; pass an image'),
+    ({'class/a.png': b''}, '.', 'only in its subfolders, which are not read: pass a subfolder'),
+])
+def test_inputs_without_images_are_refused(tmp_path, layout, inputs, match):
+    for name, data in layout.items():
+        _touch(tmp_path / name, data)
+    with pytest.raises(InputError, match=match):
+        images.collect_images(tmp_path / inputs)
+
+
+def test_the_output_folder_may_exist_but_not_be_a_file(tmp_path):
+    assert images.check_out_dir(tmp_path / 'new' / 'out') == tmp_path / 'new' / 'out'
+    assert images.check_out_dir(tmp_path) == tmp_path
+    _touch(tmp_path / 'file')
+    with pytest.raises(InputError, match='file is a file; pass a folder.*Nothing was written'):
+        images.check_out_dir(tmp_path / 'file')
+    with pytest.raises(InputError, match='is inside .*file, which is a file'):
+        images.check_out_dir(tmp_path / 'file' / 'out')
+    assert not (tmp_path / 'new').exists()  # checking creates nothing
+
+
+def test_publish_moves_every_file_and_keeps_the_others(tmp_path):
+    staging, out = tmp_path / 'staging', tmp_path / 'out'
+    _touch(staging / 'vis' / 'a.png', b'new')
+    _touch(staging / 'preds' / 'a.json', b'{}')
+    _touch(out / 'vis' / 'a.png', b'old')
+    _touch(out / 'mine.txt', b'keep')
+    written = images.publish(staging, out)
+    assert written == [out / 'preds' / 'a.json', out / 'vis' / 'a.png']
+    assert (out / 'vis' / 'a.png').read_bytes() == b'new'
+    assert (out / 'mine.txt').read_bytes() == b'keep'
+    assert sorted(p.name for p in (out / 'vis').iterdir()) == ['a.png']  # no temporary left
