@@ -2,7 +2,9 @@
 
 A problem the user can fix (:class:`~repnext_mm.utils.errors.InputError`, or a bad argument)
 is printed as exactly one ``error: ...`` line on stderr, without a traceback, and the tool
-exits with status 2 - the convention of argparse and of the deploy tools.
+exits with status 2 - the convention of argparse and of the deploy tools. So is an ``OSError``
+of the machine about a named file (a full disk, a read-only file system, no permission) that no
+code below caught: see :func:`run_cli`.
 """
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import argparse
 import sys
 from typing import Any, Callable, NoReturn, Sequence
 
-from repnext_mm.utils.errors import InputError
+from repnext_mm.utils.errors import InputError, describe_os_error
 
 #: Exit status of a tool that refused its input.
 INPUT_ERROR_STATUS = 2
@@ -55,6 +57,17 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('config', help='classifier, detector or segmentor config')
     parser.add_argument('checkpoint', nargs='?', default=None,
                         help='training or fused checkpoint (omit for random weights)')
+
+
+def positive_int(text: str) -> int:
+    """argparse ``type`` for counts (processes, images): an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'{text!r} is not an integer') from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'must be at least 1, got {value}')
+    return value
 
 
 def add_cfg_options_argument(parser: argparse.ArgumentParser) -> None:
@@ -103,7 +116,16 @@ def parse_run_args(parser: argparse.ArgumentParser,
 
 def run_cli(main: Callable[[Sequence[str] | None], Any],
             argv: Sequence[str] | None = None) -> int:
-    """Runs a tool's ``main``; an :class:`InputError` becomes one ``error:`` line and status 2.
+    """Runs a tool's ``main``; an :class:`InputError` becomes one ``error:`` line and its
+    ``exit_status`` (2 unless the error says otherwise).
+
+    The last line of defence for writes that do not go through
+    :func:`~repnext_mm.utils.fileio.atomic_write` (a library's own log or image file): an
+    uncaught ``OSError`` that names its file and whose errno is the machine's doing
+    (:data:`~repnext_mm.utils.errors.ENVIRONMENT_ERRNO_FIXES`: no space, quota, read-only file
+    system, permission) is one ``error:`` line naming the file, status 2. Any other
+    ``OSError`` keeps its traceback: without a file name, or with an errno such as "no such
+    file", it can be a bug's (a path the code built wrong), and the traceback finds it.
 
     Returns:
         The exit status: ``main``'s own if it returns an int, else 0.
@@ -112,5 +134,11 @@ def run_cli(main: Callable[[Sequence[str] | None], Any],
         result = main(argv)
     except InputError as error:
         print(f'error: {error}', file=sys.stderr)
+        return error.exit_status
+    except OSError as error:
+        description = error.filename and describe_os_error(error.filename, error)
+        if not description:
+            raise
+        print(f'error: cannot use {description}', file=sys.stderr)
         return INPUT_ERROR_STATUS
     return result if isinstance(result, int) and not isinstance(result, bool) else 0

@@ -7,6 +7,8 @@ folders for int8 calibration, and a tiny fused backbone exported to ONNX (once p
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +28,36 @@ def pytest_configure(config):
     if workers > 1:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
         torch.set_num_threads(max(1, (cores or 1) // workers))
+
+
+#: Set in the fresh pytest process that runs an ``own_process`` test.
+IN_OWN_PROCESS = 'REPNEXT_MM_TEST_IN_OWN_PROCESS'
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem):
+    """Runs a test marked ``own_process`` in a fresh pytest process, whose result is the test's.
+
+    For tests that fork (DataLoader workers, ``os.fork``) or signal their own process. Earlier
+    tests leave native thread pools in their process (OpenVINO's, loaded by the benchmark
+    tests, makes the parent of a later fork crash with SIGSEGV), and an xdist worker dies of a
+    SIGINT sent to itself; either way the whole worker would go down, and the suite would hang.
+    """
+    if pyfuncitem.get_closest_marker('own_process') is None or os.environ.get(IN_OWN_PROCESS):
+        return None
+    env = {k: v for k, v in os.environ.items() if not k.startswith('PYTEST_XDIST')}
+    env[IN_OWN_PROCESS] = '1'
+    result = subprocess.run(
+        [sys.executable, '-m', 'pytest', '-p', 'no:xdist', '-p', 'no:cacheprovider', '-q', '-rs',
+         pyfuncitem.nodeid], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    summary = result.stdout.strip().splitlines()[-1:] or ['(no output)']
+    if result.returncode == 0 and '1 skipped' in summary[0]:
+        reasons = [line for line in result.stdout.splitlines() if line.startswith('SKIPPED')]
+        pytest.skip(f'in its own process: {reasons[0] if reasons else summary[0]}')
+    if result.returncode != 0 or '1 passed' not in summary[0]:
+        pytest.fail(f'failed in its own process (exit {result.returncode}):\n'
+                    f'{result.stdout[-4000:]}{result.stderr[-2000:]}', pytrace=False)
+    return True
 
 
 @pytest.fixture(autouse=True)
@@ -62,6 +94,31 @@ def no_default_scope_leaks():
         del DefaultScope._instance_dict[name]
 
 
+@pytest.fixture(autouse=True)
+def no_visualizer_leaks():
+    """Forgets the visualizers a test's runners made.
+
+    A visualizer is a per-process singleton by name (the mmdet configs name theirs
+    ``'visualizer'``): a later in-process runner would get the earlier one back, still writing
+    into that run's log folder, which a refused run has removed (``FileNotFoundError``).
+    """
+    from mmengine.visualization import Visualizer
+
+    def registries() -> list[type]:
+        found, pending = [], [Visualizer]
+        while pending:
+            cls = pending.pop()
+            found.append(cls)
+            pending.extend(cls.__subclasses__())
+        return found
+
+    before = {cls: set(cls._instance_dict) for cls in registries()}
+    yield
+    for cls in registries():
+        for name in set(cls._instance_dict) - before.get(cls, set()):
+            del cls._instance_dict[name]
+
+
 @pytest.fixture
 def one_cpu_thread():
     """One torch thread: on 2 shared cores a second OpenMP thread spin-waits whenever another
@@ -96,6 +153,34 @@ def shape_images(tmp_path_factory) -> dict[str, Path]:
     write_shape_images(root / 'calib', 8, seed=0)
     write_shape_images(root / 'heldout', 8, seed=1)
     return dict(calib=root / 'calib', heldout=root / 'heldout')
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """``mount(name, size='1m', read_only=False)``: a small tmpfs at ``tmp_path / name``.
+
+    For a full disk or a read-only file system that are real, not simulated. Returns the mount
+    point, or ``None`` where mounting is not permitted (an unprivileged CI runner): the test then
+    simulates the error instead. Every mount is unmounted after the test.
+    """
+    import subprocess
+
+    mounted = []
+
+    def mount(name: str, size: str = '1m', read_only: bool = False) -> Path | None:
+        point = tmp_path / name
+        point.mkdir()
+        options = f'size={size}' + (',ro' if read_only else '')
+        result = subprocess.run(['mount', '-t', 'tmpfs', '-o', options, 'tmpfs', str(point)],
+                                capture_output=True)
+        if result.returncode != 0:
+            return None
+        mounted.append(point)
+        return point
+
+    yield mount
+    for point in reversed(mounted):
+        subprocess.run(['umount', '-l', str(point)], check=False)
 
 
 # ---------------------------------------------------------------------------------------------

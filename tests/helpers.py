@@ -177,3 +177,14 @@ def write_shape_images(folder: Path, count: int, size: int = 64, seed: int = 0) 
         cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
         paths.append(path)
     return paths
+
+
+def single_error_line(stderr: str) -> str:
+    """The one ``error:`` line of a tool's stderr; fails on a traceback or on 0 or 2+ errors.
+
+    Other stderr lines (log notes) are allowed; a refused tool prints exactly one error.
+    """
+    assert 'Traceback' not in stderr, stderr[-5000:]
+    errors = [line for line in stderr.splitlines() if line.startswith('error:')]
+    assert len(errors) == 1, stderr[-5000:]
+    return errors[0]

@@ -4,20 +4,24 @@
 #
 # Runs tools/SCRIPT in NPROC processes on this node (one per GPU; without CUDA, CPU processes
 # talking over gloo). Multi-node: NNODES, NODE_RANK, MASTER_ADDR, PORT. PYTHON picks the
-# interpreter (default: python). Each process uses OMP_NUM_THREADS threads (default: cores / NPROC).
+# interpreter (default: the repository's .venv from tools/setup_env.sh, else python3). Each process
+# uses OMP_NUM_THREADS threads (default: cores / NPROC). Arguments, environment and interpreter are
+# checked first (tools/lib/dist_common.sh): a bad one is one "error:" line and exit status 2.
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib/dist_common.sh"
+USAGE=${USAGE:-"$0 NPROC SCRIPT [SCRIPT args...]"}
 
-[[ $# -ge 2 ]] || { echo "usage: $0 NPROC SCRIPT [SCRIPT args...]" >&2; exit 2; }
+[[ $# -ge 2 ]] || die "expected NPROC and SCRIPT; usage: $USAGE"
 NPROC=$1
 SCRIPT=$2
 shift 2
-NNODES=${NNODES:-1}
-NODE_RANK=${NODE_RANK:-0}
-PORT=${PORT:-29500}
-MASTER_ADDR=${MASTER_ADDR:-127.0.0.1}
-PYTHON=${PYTHON:-python}
-TOOLS="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(( ($(nproc) + NPROC - 1) / NPROC ))}
+TOOLS="$REPO_ROOT/tools"
+require_positive_int NPROC "$NPROC"
+require_file SCRIPT "$TOOLS/$SCRIPT"
+check_launch_environment
+find_python
+# nproc --all: plain nproc follows OMP_NUM_THREADS.
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(( ($(nproc --all) + NPROC - 1) / NPROC ))}
 
 exec "$PYTHON" -m torch.distributed.run \
   --nnodes="$NNODES" --node_rank="$NODE_RANK" --master_addr="$MASTER_ADDR" \

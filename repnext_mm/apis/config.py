@@ -1,9 +1,11 @@
 """Reading configs, with every check that can run before anything is built.
 
 One reader for every tool: a missing, unreadable or syntactically broken file, a ``--cfg-options``
-entry that does not apply, an unsupported ``default_scope``, an unknown RepNeXt arch and an
-argument a model part does not take are each an :class:`~repnext_mm.utils.errors.InputError`
-naming the fix, raised before a runner (and its dated work folder) exists.
+entry that does not apply, an unsupported ``default_scope``, an unknown RepNeXt arch, an
+argument a model part does not take and backbone outputs that do not fit the neck are each an
+:class:`~repnext_mm.utils.errors.InputError` naming the fix, raised before a runner (and its
+dated work folder) exists. Values that only fail while the config is built are named by
+:func:`repnext_mm.apis.build_errors.config_errors`.
 """
 from __future__ import annotations
 
@@ -87,7 +89,8 @@ def load_config(path: str, cfg_options: dict | None = None) -> Config:
 
     Raises:
         InputError: The file does not exist or cannot be read, an option does not apply, the
-            scope is not one the tools support, or a model part gets an argument it does not take.
+            scope is not one the tools support, a model part gets an argument it does not take,
+            or the backbone's feature maps do not fit the neck or head.
     """
     if osp.isdir(path):
         raise InputError(f'config {path!r} is a directory; pass a .py config file, e.g. '
@@ -111,6 +114,7 @@ def load_config(path: str, cfg_options: dict | None = None) -> Config:
                          "that library's default_runtime base)")
     check_repnext_archs(cfg)
     check_model_arguments(cfg)
+    check_backbone_fits_neck(cfg)
     return cfg
 
 
@@ -176,6 +180,69 @@ def check_model_arguments(cfg: Config) -> None:
         for name in node:
             if name == 'type' or name in accepted or (name.startswith('_') and name.endswith('_')):
                 continue  # MMEngine's own keys (_scope_, _delete_) are not arguments
-            close = difflib.get_close_matches(name, accepted, n=1)
-            fix = f"did you mean '{close[0]}'?" if close else f'it takes {", ".join(accepted)}'
-            raise InputError(f"{key}: {cls.__name__} has no argument '{name}'; {fix}")
+            raise InputError(unknown_argument_message(key, cls.__name__, name, accepted))
+
+
+def unknown_argument_message(key: str, class_name: str, name: str, accepted: Sequence[str]) -> str:
+    """"<key>: <class> has no argument '<name>'; did you mean '<closest>'?" (else what it takes)."""
+    close = difflib.get_close_matches(name, accepted, n=1)
+    fix = f"did you mean '{close[0]}'?" if close else f'it takes {", ".join(accepted)}'
+    return f"{key}: {class_name} has no argument '{name}'; {fix}"
+
+
+#: Neck types that pool each feature map to a vector: the head sees the last map's channels.
+POOLING_NECKS = ('GlobalAveragePooling', 'mmpretrain.GlobalAveragePooling')
+
+
+def check_backbone_fits_neck(cfg: Config) -> None:
+    """A RepNeXt backbone's feature maps fit what the next part expects, before anything is built.
+
+    An FPN neck takes one map per entry of ``in_channels``; a classifier head after global
+    pooling takes the last map's channels. A mismatch would build and fail only in the first
+    forward pass, deep inside the neck or head.
+
+    Raises:
+        InputError: Names the backbone's ``out_indices`` with the channels they give and the
+            neck's (or head's) ``in_channels``.
+    """
+    from repnext_mm.models.backbones.repnext import RepNeXt
+
+    defaults = inspect.signature(RepNeXt).parameters
+    for key, node in iter_config_dicts(cfg.get('model'), 'model'):
+        if node.get('type') not in REPNEXT_TYPES or not key.endswith('.backbone'):
+            continue
+        out_indices = node.get('out_indices', defaults['out_indices'].default)
+        try:
+            widths = RepNeXt.parse_arch(node.get('arch', defaults['arch'].default))['widths']
+            channels = [widths[i] for i in RepNeXt.parse_out_indices(out_indices)]
+        except ValueError:  # RepNeXt names the bad value itself when it is built
+            continue
+        owner_key = key[:-len('.backbone')]
+        owner = lookup_key(cfg, owner_key.split('.'))
+        arch = node.get('arch', defaults['arch'].default)
+        arch = repr(arch) if isinstance(arch, str) else f'widths {list(widths)}'
+        gives = (f'{key}.out_indices={out_indices!r} (arch {arch}) gives {len(channels)} feature '
+                 f'map{"s" if len(channels) > 1 else ""} with channels {channels}')
+        neck_key, neck = _first_neck(owner, f'{owner_key}.neck')
+        if isinstance(neck, Mapping) and isinstance(neck.get('in_channels'), (list, tuple)):
+            expected = list(neck['in_channels'])
+            if expected != channels:
+                what = (f'expects {len(expected)}' if len(expected) != len(channels)
+                        else 'expects those channels')
+                raise InputError(f'{gives}, but {neck_key}.in_channels={expected} {what}; make '
+                                 f'them agree, e.g. {neck_key}.in_channels={channels}')
+        head = owner.get('head') if isinstance(owner, Mapping) else None
+        if (isinstance(neck, Mapping) and neck.get('type') in POOLING_NECKS
+                and isinstance(head, Mapping) and isinstance(head.get('in_channels'), int)
+                and head['in_channels'] != channels[-1]):
+            raise InputError(f'{gives}, the last pooled for the head, but '
+                             f'{owner_key}.head.in_channels={head["in_channels"]}; make them '
+                             f'agree, e.g. {owner_key}.head.in_channels={channels[-1]}')
+
+
+def _first_neck(owner: Any, key: str) -> tuple[str, Any]:
+    """The neck that receives the backbone's maps (the first of a list of necks) and its key."""
+    neck = owner.get('neck') if isinstance(owner, Mapping) else None
+    if isinstance(neck, (list, tuple)):
+        return (f'{key}.0', neck[0]) if neck else (key, None)
+    return key, neck

@@ -1,16 +1,23 @@
 """Checks of the files a run reads (data, annotations, pretrained weights), before it starts.
 
 Each missing path is an :class:`~repnext_mm.utils.errors.InputError` that names the config key,
-the path and how to get the data or point the config elsewhere.
+the path and how to get the data or point the config elsewhere. Beyond the folders, the data of
+each split is checked file by file (:mod:`repnext_mm.datasets.checks`): annotation files parse,
+every image and label map exists, is not empty and starts like an image, class folders are all
+there and not empty, the split is not empty.
 """
 from __future__ import annotations
 
 import os
 import os.path as osp
+import sys
 from typing import Any, Iterator, Sequence
 
 from mmengine.config import Config
 
+from repnext_mm.datasets.checks import (ALLOW_EMPTY_CLASS_FOLDERS_KEY, DatasetFiles,
+                                        find_problems, list_dataset_files, problems_error,
+                                        read_json)
 from repnext_mm.utils.errors import InputError
 from .config import iter_config_dicts
 
@@ -71,7 +78,9 @@ def _missing_data_error(cfg: Config, what: str, path: str, root_key: str) -> Inp
 
 
 def check_data(cfg: Config, splits: Sequence[str]) -> None:
-    """Checks the data folders and annotation files of the given splits before loading starts.
+    """Checks the data of the given splits before loading starts: folders, annotation files and
+    every image and label map (``stat`` and its first bytes; decoding is
+    ``tools/misc/verify_dataset.py``'s).
 
     Args:
         cfg: The config.
@@ -79,8 +88,33 @@ def check_data(cfg: Config, splits: Sequence[str]) -> None:
             ``{split}_dataloader`` / ``{split}_evaluator`` to check.
 
     Raises:
-        InputError: A data root, data prefix folder or annotation file is missing.
+        InputError: A data root, data prefix folder or annotation file is missing, an annotation
+            file does not parse, a split is empty, a class folder is missing or empty (unless
+            :data:`~repnext_mm.datasets.checks.ALLOW_EMPTY_CLASS_FOLDERS_KEY` allows it), or an
+            image or label map is missing, empty or not an image. Allowed empty class folders
+            are named in a ``warning:`` line on stderr.
     """
+    for listed in iter_data_files(cfg, splits):
+        for warning in listed.warnings:
+            print(f'warning: {warning}', file=sys.stderr)
+        problems = find_problems(listed.files)
+        if problems:
+            raise problems_error(listed.key, problems, len(listed.files))
+
+
+def iter_data_files(cfg: Config, splits: Sequence[str]) -> Iterator[DatasetFiles]:
+    """Checks the folders and annotation files of the given splits and lists their files, one
+    dataset at a time (so that a caller stops at the first dataset's problem).
+
+    Yields:
+        The files of each leaf dataset (through wrappers) whose layout
+        :mod:`repnext_mm.datasets.checks` knows; datasets on remote storage or of another layout
+        are only checked as far as their folders.
+
+    Raises:
+        InputError: As :func:`check_data`, except for problems of single files.
+    """
+    parsed: set[str] = set()  # annotation files already parsed (an evaluator's is often one)
     for split in splits:
         loader = cfg.get(f'{split}_dataloader')
         if not loader:
@@ -88,34 +122,53 @@ def check_data(cfg: Config, splits: Sequence[str]) -> None:
         for key, dataset in dataset_configs(loader.get('dataset'), f'{split}_dataloader.dataset'):
             if dataset.get('backend_args'):
                 continue  # remote storage: nothing to check locally
-            data_root = dataset.get('data_root') or ''
-            root_key = f'{key}.data_root'
-            if data_root and not osp.isdir(data_root):
-                raise _missing_data_error(cfg, f'data root of {key}', data_root, root_key)
-
-            def resolve(path: str) -> str:
-                return path if osp.isabs(path) else osp.join(data_root, path)
-
-            ann_file = dataset.get('ann_file')
-            if isinstance(ann_file, str) and ann_file and not osp.isfile(resolve(ann_file)):
-                raise _missing_data_error(cfg, f'annotation file of {key}', resolve(ann_file),
-                                          root_key)
-            prefixes = dataset.get('data_prefix') or {}
-            if isinstance(prefixes, str):
-                prefixes = dict(img=prefixes)
-            for name, prefix in prefixes.items():
-                if isinstance(prefix, str) and prefix and not osp.isdir(resolve(prefix)):
-                    raise _missing_data_error(cfg, f'{name} folder of {key}', resolve(prefix),
-                                              root_key)
+            ann_file = _check_dataset_paths(cfg, dataset, key)
+            files = list_dataset_files(dataset, key, cfg.get('default_scope'),
+                                       cfg.get(ALLOW_EMPTY_CLASS_FOLDERS_KEY, False))
+            if ann_file:
+                parsed.add(osp.realpath(ann_file))
+            if files is not None:
+                yield files
         evaluators = cfg.get(f'{split}_evaluator') or []
         for index, evaluator in enumerate([evaluators] if isinstance(evaluators, dict) else
                                           evaluators):
             ann_file = evaluator.get('ann_file') if isinstance(evaluator, dict) else None
-            if (isinstance(ann_file, str) and is_local_path(ann_file) and not osp.isfile(ann_file)
-                    and not evaluator.get('backend_args')):
+            if (not isinstance(ann_file, str) or not is_local_path(ann_file)
+                    or evaluator.get('backend_args')):
+                continue
+            if not osp.isfile(ann_file):
                 key = f'{split}_evaluator' + ('' if isinstance(evaluators, dict) else f'.{index}')
                 raise _missing_data_error(cfg, f'annotation file of {key}', ann_file,
                                           f'{key}.ann_file')
+            if ann_file.endswith('.json') and osp.realpath(ann_file) not in parsed:
+                read_json(ann_file)
+                parsed.add(osp.realpath(ann_file))
+
+
+def _check_dataset_paths(cfg: Config, dataset: dict, key: str) -> str | None:
+    """The data root, annotation file and prefix folders of one dataset exist.
+
+    Returns:
+        The annotation file's path (joined to the data root), if the dataset names one.
+    """
+    data_root = dataset.get('data_root') or ''
+    root_key = f'{key}.data_root'
+    if data_root and not osp.isdir(data_root):
+        raise _missing_data_error(cfg, f'data root of {key}', data_root, root_key)
+
+    def resolve(path: str) -> str:
+        return path if osp.isabs(path) else osp.join(data_root, path)
+
+    ann_file = dataset.get('ann_file')
+    if isinstance(ann_file, str) and ann_file and not osp.isfile(resolve(ann_file)):
+        raise _missing_data_error(cfg, f'annotation file of {key}', resolve(ann_file), root_key)
+    prefixes = dataset.get('data_prefix') or {}
+    if isinstance(prefixes, str):
+        prefixes = dict(img=prefixes)
+    for name, prefix in prefixes.items():
+        if isinstance(prefix, str) and prefix and not osp.isdir(resolve(prefix)):
+            raise _missing_data_error(cfg, f'{name} folder of {key}', resolve(prefix), root_key)
+    return resolve(ann_file) if isinstance(ann_file, str) and ann_file else None
 
 
 def check_checkpoint_file(path: str, what: str) -> None:

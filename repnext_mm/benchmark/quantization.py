@@ -294,7 +294,7 @@ def format_report(report: QuantizationReport) -> list[str]:
              f'load average {" ".join(f"{v:.2f}" for v in report.load_average)}',
              f'calibration: {report.export.method} on {report.calibration}',
              f'evaluation: {report.evaluation}',
-             f'excluded from quantization: '
+             'excluded from quantization: '
              + ('; '.join(f'{len(v)} nodes, {k}' for k, v in report.export.kept_float.items())
                 or 'none')]
     lines += [f'note: {note}' for note in report.notes]

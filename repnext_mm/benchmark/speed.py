@@ -17,7 +17,6 @@ median and each ratio is the median of the per-round ratios.
 from __future__ import annotations
 
 import gc
-import json
 import os
 import platform
 import statistics
@@ -32,6 +31,7 @@ from torch import Tensor, nn
 from repnext_mm.models.backbones.repnext import RepNeXt
 from repnext_mm.models.input_sizes import CLASSIFIER_INPUT_SIZE
 from repnext_mm.utils.errors import InputError
+from repnext_mm.utils.fileio import atomic_write_json, check_output_dir
 from .fused import (FULL_EAGER, FULL_OPENVINO, FULL_ORT, FULL_PREFIX, FUSED_BATCH, FUSED_SIZE,
                     GEMM, PARTIAL_EAGER, PARTIAL_ORT, UNFUSED, build_fused_variants,
                     floor_samples, gemm_callable)
@@ -425,6 +425,20 @@ def _run_sections(settings: SpeedSettings, sections: list[str], threads: int,
     return report
 
 
+def check_json_path(path: Path) -> None:
+    """Refuses a ``--json`` path that cannot take the report, before minutes of measuring.
+
+    Its folder may not exist yet (it is created), but must be creatable and writable.
+
+    Raises:
+        InputError: ``path`` is a directory, lies under a file, or its folder is not writable.
+    """
+    if path.is_dir():
+        raise InputError(f'--json {path} is a directory; pass a file path for the report (e.g. '
+                         f'{path / "speed.json"}). Nothing was measured.')
+    check_output_dir(path.parent, '--json folder')
+
+
 def run_speed(settings: SpeedSettings, command: str = '') -> dict:
     """Prints the machine and every requested section; returns (and writes) the JSON report.
 
@@ -433,6 +447,8 @@ def run_speed(settings: SpeedSettings, command: str = '') -> dict:
         command: The command line, printed under the machine summary.
     """
     sections = settings.resolved_sections()
+    if settings.json_path:
+        check_json_path(Path(settings.json_path))
     threads, note = choose_threads(settings.threads)
     torch.set_num_threads(threads)
     machine = machine_summary(note, settings.device)
@@ -444,7 +460,6 @@ def run_speed(settings: SpeedSettings, command: str = '') -> dict:
     machine['load_average_end'] = [round(v, 2) for v in os.getloadavg()]
     print(f'Load average at the end: {machine["load_average_end"]}')
     if settings.json_path:
-        settings.json_path.parent.mkdir(parents=True, exist_ok=True)
-        settings.json_path.write_text(json.dumps(report, indent=2, default=str))
+        atomic_write_json(report, settings.json_path, default=str)
         print(f'Wrote {settings.json_path}')
     return report

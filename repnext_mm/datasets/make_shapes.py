@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 
 from repnext_mm.utils.errors import InputError
-from repnext_mm.utils.fileio import atomic_write_bytes
+from repnext_mm.utils.fileio import atomic_write_bytes, check_output_dir
 from .coco_encoding import coco_annotations, coco_categories
 from .shapes import CLASSES, render_scene, render_single, semantic_map
 
@@ -224,12 +224,15 @@ def make_shapes(root: str | Path = 'data/shapes', spec: ShapesSpec | None = None
         True if files were written, False if the data were already up to date.
 
     Raises:
-        InputError: ``root`` holds files this generator did not write (and ``force`` is false).
+        InputError: ``root`` is a file, lies under one or cannot be written (checked only when
+            there is something to write: an up-to-date root may be read-only), or holds files
+            this generator did not write (and ``force`` is false).
     """
     root = Path(root)
     spec = spec or ShapesSpec()
     if not force and is_up_to_date(root, spec):
         return False
+    check_output_dir(root, '--root')
     _check_root_is_ours(root, force)
     root.mkdir(parents=True, exist_ok=True)
     with _exclusive_lock(root / LOCK_NAME):

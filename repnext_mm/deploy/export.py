@@ -30,11 +30,9 @@ from .exportable import ExportWrapper
 from .ios_bench import IOSBench, write_ios_bench
 from .onnx_export import MIN_OPSET, OnnxExport, export_onnx
 from .quantize import CALIBRATION_METHODS, Int8Export, export_int8_onnx
-from .verify import DEFAULT_SHAPES
+from .verify import DEFAULT_SHAPES, check_input_shape
 
 FORMATS = ('coreml', 'onnx')
-#: The backbone downsamples 32x: a smaller input has no last-stage feature map.
-MIN_SIZE = 32
 
 BUILD_STEP = 'building and fusing the model'
 ONNX_STEP = 'exporting to ONNX and checking it with onnxruntime'
@@ -117,9 +115,7 @@ def check_settings(settings: ExportSettings) -> None:
         raise InputError(f'--format must be one of {", ".join(FORMATS)}, got {settings.format!r}')
     if settings.ios_bench and settings.format != 'coreml':
         raise InputError('--ios-bench needs --format coreml (the iPhone test runs a Core ML model)')
-    if settings.shape and min(settings.shape) < MIN_SIZE:
-        raise InputError(f'--shape must be at least {MIN_SIZE}x{MIN_SIZE} (the backbone '
-                         f'downsamples 32x), got {settings.shape[0]}x{settings.shape[1]}')
+    check_input_shape(settings.shape)
     _check_quantization_settings(settings)
 
 
@@ -180,9 +176,17 @@ def output_variant(settings: ExportSettings) -> str | None:
     return settings.coreml_compress if settings.coreml_compress != 'none' else None
 
 
-def _check_outputs(settings: ExportSettings, out: Path) -> None:
-    """Fails before the slow conversion if an output exists (without force) or cannot be written."""
+def _check_model_output(settings: ExportSettings, out: Path) -> None:
+    """Fails before the slow conversion if the model's output path exists (without force) or
+    cannot be written (:func:`~repnext_mm.utils.fileio.check_output_path`)."""
     check_output_path(out, settings.force, kind='dir' if settings.format == 'coreml' else 'file')
+
+
+def _check_given_outputs(settings: ExportSettings) -> None:
+    """Checks the output paths given as options before any work (a derived ``--out`` depends on
+    the model's kind and is checked once the model is built)."""
+    if settings.out:
+        _check_model_output(settings, Path(settings.out))
     if settings.ios_bench:
         check_output_path(settings.ios_bench, settings.force, kind='dir')
 
@@ -304,6 +308,7 @@ def run_export(settings: ExportSettings) -> OnnxExport | Int8Export | CoreMLRun:
             reproduce torch (int8: fp32).
     """
     check_settings(settings)
+    _check_given_outputs(settings)
     times_on_this_machine = False
     if settings.format == 'coreml':
         require('coremltools', 'Core ML export')  # fail before the slow steps
@@ -323,7 +328,8 @@ def run_export(settings: ExportSettings) -> OnnxExport | Int8Export | CoreMLRun:
         out = Path(settings.out or default_out_path(settings.config, settings.format,
                                                     settings.backbone_only, shape,
                                                     output_variant(settings)))
-        _check_outputs(settings, out)
+        if not settings.out:
+            _check_model_output(settings, out)
         preprocessing = preprocessing_of(prepared.cfg)
         if settings.int8:
             result = _export_int8(settings, prepared, wrapper, shape, out, preprocessing, progress)

@@ -25,8 +25,8 @@ from repnext_mm.models.utils.reparameterize import (count_batchnorms, reparamete
 from repnext_mm.utils.errors import InputError
 from repnext_mm.utils.fileio import atomic_torch_save, check_output_path
 from repnext_mm.version import __version__
-from .verify import (DEFAULT_SHAPES, RELATIVE_TOLERANCE, Difference, compare_outputs,
-                     example_inputs, tensor_forward)
+from .verify import (DEFAULT_SHAPES, RELATIVE_TOLERANCE, Difference, check_input_shape,
+                     compare_outputs, example_inputs, tensor_forward)
 
 
 
@@ -125,7 +125,8 @@ def reparameterize_checkpoint(config: str | os.PathLike,
         checkpoint: MMEngine training checkpoint (``state_dict`` + ``meta``).
         out: Output path; written atomically, only after verification.
         force: Overwrite an existing ``out``.
-        shape: ``(H, W)`` of the verification input (default: 224 for classifiers, 512 otherwise).
+        shape: ``(H, W)`` of the verification input (default: 224 for classifiers, 512
+            otherwise); each side at least :data:`~.verify.MIN_INPUT_SIZE`.
         cfg_options: Extra config overrides (as ``--cfg-options``).
         tolerance: Largest accepted relative output difference.
         use_ema: Fuse the EMA weights (``ema_state_dict``) instead of the regular ones.
@@ -135,6 +136,7 @@ def reparameterize_checkpoint(config: str | os.PathLike,
     Raises:
         InputError: Bad input or failed verification; nothing is written in that case.
     """
+    check_input_shape(shape)
     out = check_output_path(out, force)
     if Path(checkpoint).exists() and out.exists() and out.resolve() == Path(checkpoint).resolve():
         raise InputError('OUT is the input checkpoint; write the fused model to a new file so the '

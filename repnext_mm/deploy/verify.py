@@ -23,6 +23,24 @@ DEFAULT_SHAPES: dict[str, tuple[int, int]] = {
 
 #: Largest relative difference accepted between an original and a fused/exported model.
 RELATIVE_TOLERANCE = 1e-4
+#: Smallest input side: the backbone downsamples 32x, so a smaller input has no last-stage
+#: feature map.
+MIN_INPUT_SIZE = 32
+
+
+def check_input_shape(shape: Sequence[int] | None, option: str = '--shape') -> None:
+    """Refuses an input ``(height, width)`` the backbone cannot run on, before any work.
+
+    Args:
+        shape: The requested size, or ``None`` (the tool's default, always valid).
+        option: The option that gave it, named in the message.
+
+    Raises:
+        InputError: A side below :data:`MIN_INPUT_SIZE`.
+    """
+    if shape is not None and min(shape) < MIN_INPUT_SIZE:
+        raise InputError(f'{option} must be at least {MIN_INPUT_SIZE}x{MIN_INPUT_SIZE} (the '
+                         f'backbone downsamples 32x), got {"x".join(map(str, shape))}')
 
 
 def example_inputs(shape: Sequence[int], batch_size: int = 1, seed: int = 0) -> Tensor:

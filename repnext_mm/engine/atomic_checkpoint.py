@@ -7,9 +7,14 @@ MMEngine 0.10.7 saves a checkpoint by opening its final path with ``'wb'`` and w
 hidden temporary file in the same directory, fsynced and renamed over the final path
 (``os.replace`` is atomic on POSIX and Windows), so a reader only ever sees the previous file or
 the whole new one.
+
+MMEngine's ``CheckpointHook`` also deletes the oldest checkpoint (``max_keep_ckpts``) *before* it
+writes the new one: a write that then fails (a full disk) would leave no checkpoint at all. The
+backend defers such a deletion until the next write into the same folder has succeeded.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from mmengine.fileio import register_backend
@@ -27,8 +32,24 @@ class AtomicLocalBackend(LocalBackend):
     ``tools/train.py`` sets that for local work directories.
     """
 
+    #: Deletions waiting for the next successful write, per folder. A class attribute: the
+    #: hook that deletes and the runner that writes each get their own backend instance.
+    _pending_removals: dict[str, list[str]] = {}
+
     def put(self, obj: bytes, filepath: str | Path) -> None:
         atomic_write_bytes(obj, filepath)
+        folder = os.path.dirname(os.path.abspath(filepath))
+        for path in self._pending_removals.pop(folder, []):
+            if os.path.abspath(path) != os.path.abspath(filepath) and os.path.isfile(path):
+                super().remove(path)
+
+    def remove(self, filepath: str | Path) -> None:
+        """Deletes ``filepath`` after the next successful :meth:`put` into its folder."""
+        if not os.path.isfile(filepath):
+            super().remove(filepath)  # MMEngine's errors for a missing path or a directory
+            return
+        folder = os.path.dirname(os.path.abspath(filepath))
+        self._pending_removals.setdefault(folder, []).append(str(filepath))
 
 
 def register_atomic_backend() -> None:

@@ -4,23 +4,78 @@ MMEngine's ``Runner`` does the work; before it starts, every input is checked (c
 pretrained and checkpoint files, ``--out``; :mod:`repnext_mm.apis`), and the runner loads
 checkpoints strictly (:mod:`.runner`), so a metric printed here comes from a completely loaded
 model.
+
+The outputs are checked before the work too (the work folder, ``--out``, ``--show-dir``), and
+nothing is written into the work folder before the inputs passed: a refused run leaves an
+earlier run's files as they were. A training run holds its work folder's lock
+(:mod:`.work_dir_lock`); Ctrl-C, a sample that turns unreadable and a disk that fills up each
+end it with one line that names the last checkpoint or the path.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import os
 import sys
-from typing import Any
+from typing import Any, Iterator
 
 from mmengine.config import Config
 
+from repnext_mm.apis.build_errors import config_errors
 from repnext_mm.apis.checkpoint import fused_checkpoint_options, read_checkpoint
 from repnext_mm.apis.config import load_config, lookup_key, set_work_dir
 from repnext_mm.apis.inputs import check_checkpoint_file, check_data, check_pretrained_files
+from repnext_mm.datasets.guard import UnreadableSampleError, guard_dataloaders
+from repnext_mm.utils.errors import InputError, OutputWriteError, describe_os_error
+from repnext_mm.utils.fileio import check_output_dir
+from .interrupt import TrainingInterrupted, second_interrupt_exits
 from .launcher import setup_launcher
-from .resume import set_resume
+from .resume import how_to_continue, set_resume
 from .runner import (allowed_mismatch_of, build_runner, discard_run_folder_on_input_error,
                      use_atomic_checkpoints)
-from .tasks import TASK_ADAPTERS, enable_amp, enable_auto_scale_lr
+from .tasks import TASK_ADAPTERS, StagedFolder, enable_amp, enable_auto_scale_lr
+from .work_dir_lock import work_dir_lock
+
+#: ``OSError``s that can only be a write's: a permission error may be a data file's, read.
+#: (An :class:`~repnext_mm.utils.errors.OutputWriteError`, raised by the atomic writes, is a
+#: write's whatever its errno.)
+WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)
+#: Where each launcher says which process this is (the lock is rank 0's).
+RANK_VARIABLES = dict(pytorch='RANK', slurm='SLURM_PROCID', mpi='OMPI_COMM_WORLD_RANK')
+
+
+def is_rank_zero(launcher: str) -> bool:
+    """Whether this process is the job's first (or only) one, before MMEngine knows it."""
+    variable = RANK_VARIABLES.get(launcher)
+    return variable is None or os.environ.get(variable, '0') == '0'
+
+
+@contextlib.contextmanager
+def write_errors(option: str, staged: StagedFolder | None = None) -> Iterator[None]:
+    """A write that fails for want of space or a writable disk is one line naming the path.
+
+    Checkpoints and ``--out`` are written atomically (the previous file stays whole, no
+    temporary is left); this catches the writes of MMEngine and the libraries themselves.
+
+    Args:
+        option: The option that chooses where the run writes, named in the fix of a full disk.
+        staged: A folder output being staged: a path in it is named by its final place.
+    """
+    try:
+        yield
+    except OSError as error:
+        if not (isinstance(error, OutputWriteError) or error.errno in WRITE_ERRNOS):
+            raise
+        path = str(error.filename or 'an output file')
+        if staged is not None and path.startswith(str(staged.staging)):
+            path = str(staged.final) + path[len(str(staged.staging)):]
+        fix = (f'free space or choose another {option}'
+               if error.errno in (errno.ENOSPC, errno.EDQUOT) else None)
+        description = describe_os_error(path, error, fix)
+        if description is None:
+            raise
+        raise InputError(f'cannot write {description}') from None
 
 
 def apply_fused_checkpoint_options(cfg: Config, checkpoint_path: str) -> None:
@@ -56,10 +111,30 @@ def train(config: str, work_dir: str | None = None, resume: str | None = None,
         launcher: ``'none'``, ``'pytorch'``, ``'slurm'`` or ``'mpi'``.
 
     Raises:
-        InputError: A bad config, option, data path or checkpoint.
+        InputError: A bad config, option, data path, checkpoint or work folder, a work folder
+            another run holds, a sample that became unreadable, a full disk;
+            :class:`~.interrupt.TrainingInterrupted` (exit status 130) on Ctrl-C.
     """
     cfg = load_config(config, cfg_options)
     set_work_dir(cfg, config, work_dir)
+    check_output_dir(cfg.work_dir, '--work-dir')
+    flags = tuple(flag for flag, on in (('--amp', amp), ('--auto-scale-lr', auto_scale_lr)) if on)
+    try:
+        with second_interrupt_exits():
+            _train(cfg, resume, amp, auto_scale_lr, launcher)
+    except KeyboardInterrupt:
+        raise TrainingInterrupted('training interrupted (Ctrl-C); '
+                                  + how_to_continue(config, cfg.work_dir, cfg_options, flags)) \
+            from None
+    except UnreadableSampleError as error:
+        raise InputError(f'{_unreadable_sample(error)}; the run stopped: fix or remove the file, '
+                         'then ' + how_to_continue(config, cfg.work_dir, cfg_options, flags)) \
+            from None
+
+
+def _train(cfg: Config, resume: str | None, amp: bool, auto_scale_lr: bool,
+           launcher: str) -> None:
+    """:func:`train` after the config is loaded: the checks, then the run."""
     TASK_ADAPTERS[cfg.default_scope].dataloader_defaults(cfg)
     if amp:
         enable_amp(cfg)
@@ -74,9 +149,19 @@ def train(config: str, work_dir: str | None = None, resume: str | None = None,
         check_checkpoint_file(cfg.load_from, 'load_from checkpoint')
     allowed_mismatch_of(cfg)
     use_atomic_checkpoints(cfg)
+    guard_dataloaders(cfg)
     setup_launcher(cfg, launcher)
-    with discard_run_folder_on_input_error(cfg.work_dir):
+    # The lock before anything is written into the work folder; released (its file removed)
+    # before the discard looks at what this run left.
+    lock = work_dir_lock(cfg.work_dir) if is_rank_zero(launcher) else contextlib.nullcontext()
+    with discard_run_folder_on_input_error(cfg.work_dir), lock, \
+            write_errors('--work-dir'), config_errors(cfg):
         build_runner(cfg).train()
+
+
+def _unreadable_sample(error: UnreadableSampleError) -> str:
+    """The guard's one line: the sample's index, its file, the original error and the skip switch."""
+    return str(error).rstrip('. ')
 
 
 def test(config: str, checkpoint: str, work_dir: str | None = None, out: str | None = None,
@@ -104,23 +189,35 @@ def test(config: str, checkpoint: str, work_dir: str | None = None, out: str | N
     set_work_dir(cfg, config, work_dir)
     adapter = TASK_ADAPTERS[cfg.default_scope]
     adapter.dataloader_defaults(cfg)
+    check_output_dir(cfg.work_dir, '--work-dir')
     check_checkpoint_file(checkpoint, 'checkpoint')
     if out:
         adapter.check_out(out)
+    if show_dir:
+        adapter.check_show_dir(show_dir)
     apply_fused_checkpoint_options(cfg, checkpoint)
     cfg.load_from = checkpoint
     cfg.resume = False
     check_data(cfg, ['test'])
+    guard_dataloaders(cfg)
     if show_dir:
         adapter.show_dir(cfg, show_dir)
-    if out and adapter.out_to_config:
-        adapter.out_to_config(cfg, out)
     setup_launcher(cfg, launcher)
-    with discard_run_folder_on_input_error(cfg.work_dir):
-        runner = build_runner(cfg)
-        if out and adapter.out_to_runner:
-            adapter.out_to_runner(runner, out)
-        metrics = runner.test()
+    staged = adapter.out_to_config(cfg, out) if out and adapter.out_to_config else None
+    # Every process writes into the staging folder; the first one publishes or removes it.
+    owns_out = staged is not None and is_rank_zero(launcher)
+    try:
+        with discard_run_folder_on_input_error(cfg.work_dir), write_errors('--out' if out else '--work-dir', staged), \
+                config_errors(cfg):
+            runner = build_runner(cfg)
+            if out and adapter.out_to_runner:
+                adapter.out_to_runner(runner, out)
+            metrics = runner.test()
+            if owns_out:
+                staged.commit()
+    finally:
+        if owns_out:
+            staged.abort()  # a no-op after the commit
     if runner.rank == 0:
         print('test metrics: ' + json.dumps(metrics, default=float))
     return metrics

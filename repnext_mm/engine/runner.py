@@ -20,19 +20,23 @@ the whole model.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 import os.path as osp
 import re
 import shutil
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from mmengine.config import Config
+from mmengine.dist import master_only
 from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner
 
 from repnext_mm.apis.checkpoint import load_state_dict_checked, read_checkpoint, state_dict_of
 from repnext_mm.apis.inputs import is_local_path
 from repnext_mm.utils.errors import InputError
+from repnext_mm.utils.fileio import atomic_write
 from .atomic_checkpoint import ATOMIC_BACKEND_NAME
 
 #: Config key: module-name prefixes whose weights ``load_from`` may lack or hold in another shape.
@@ -62,8 +66,31 @@ def _check_training_state(checkpoint: Mapping[str, Any], filename: str) -> None:
                          '--resume')
 
 
+@dataclass
+class RunRecord:
+    """What the run being built has done to its work folder, for :func:`discard_run_folder_on_input_error`.
+
+    Attributes:
+        log_dir: The dated log folder the runner made (``None`` before it made one).
+        inputs_passed: The checkpoint (if any) loaded, so the run is doing real work: from here
+            on its folder is a record worth keeping, whatever stops it.
+    """
+    log_dir: str | None = None
+    inputs_passed: bool = False
+
+
+#: The record of the run being built in this context (set by the discard context manager).
+_ACTIVE_RUN: contextvars.ContextVar[RunRecord | None] = contextvars.ContextVar(
+    'repnext_mm_active_run', default=None)
+
+
 class StrictLoadMixin:
     """Runner mixin: strict, safe checkpoint loading (see the module docstring).
+
+    Also writes nothing into the work folder before the inputs passed: MMEngine dumps the
+    config in ``__init__``, which would overwrite an earlier run's saved config even when this
+    run is then refused for its checkpoint; here the dump waits until :meth:`load_or_resume`
+    (which ``train()`` and ``test()`` call) succeeded, and is atomic.
 
     Combined with MMEngine's ``Runner`` (or a subclass a config names as ``runner_type``) by
     :func:`strict_runner_class`.
@@ -71,6 +98,31 @@ class StrictLoadMixin:
 
     _allowed_mismatch: tuple[str, ...] = ()
     _resuming = False
+    _inputs_passed = False
+
+    def build_logger(self, *args: Any, **kwargs: Any) -> Any:
+        # Runner.__init__ has just made the dated log folder: the discard must know it is ours.
+        record = _ACTIVE_RUN.get()
+        if record is not None:
+            record.log_dir = self._log_dir
+        return super().build_logger(*args, **kwargs)
+
+    def load_or_resume(self) -> None:
+        super().load_or_resume()
+        if not self._inputs_passed:
+            self._inputs_passed = True
+            record = _ACTIVE_RUN.get()
+            if record is not None:
+                record.inputs_passed = True
+            self.dump_config()
+
+    @master_only
+    def dump_config(self) -> None:
+        """Saves the config into the work folder (atomically), once the inputs passed."""
+        if not self._inputs_passed:
+            return
+        name = osp.basename(self.cfg.filename) if self.cfg.filename else f'{self.timestamp}.py'
+        atomic_write(osp.join(self.work_dir, name), lambda tmp: self.cfg.dump(str(tmp)))
 
     def train(self) -> Any:
         self._allowed_mismatch = allowed_mismatch_of(self.cfg)
@@ -160,21 +212,38 @@ def build_runner(cfg: Config) -> Any:
 
 
 @contextlib.contextmanager
-def discard_run_folder_on_input_error(work_dir: str) -> Iterator[None]:
-    """Removes what the runner created in ``work_dir`` if the run stops on bad input.
+def discard_run_folder_on_input_error(work_dir: str) -> Iterator[RunRecord]:
+    """Removes what this run made in ``work_dir`` if it is refused before it started working.
 
     The runner makes a dated log folder as soon as it is built; a run refused for its
-    checkpoint (found only when the runner loads it) must not leave that behind.
+    checkpoint (found only when the runner loads it) or a config part that does not build must
+    not leave that behind. Only this run's own log folder is removed (another run's files in the
+    same folder are never touched), and ``work_dir`` itself only if this run created it and
+    nothing else is in it. Once the inputs passed (:attr:`RunRecord.inputs_passed`), an error
+    keeps the folder: its log is the record of the work done.
+
+    Yields:
+        The run's :class:`RunRecord`, filled in by :class:`StrictLoadMixin`.
     """
     existed = osp.isdir(work_dir)
     before = set(os.listdir(work_dir)) if existed else set()
+    record = RunRecord()
+    token = _ACTIVE_RUN.set(record)
     try:
-        yield
+        yield record
     except InputError:
-        if not existed:
-            shutil.rmtree(work_dir, ignore_errors=True)
-        elif osp.isdir(work_dir):
-            for name in set(os.listdir(work_dir)) - before:
-                path = osp.join(work_dir, name)
-                shutil.rmtree(path, ignore_errors=True) if osp.isdir(path) else os.remove(path)
+        if not record.inputs_passed:
+            _discard(work_dir, record, existed, before)
         raise
+    finally:
+        _ACTIVE_RUN.reset(token)
+
+
+def _discard(work_dir: str, record: RunRecord, existed: bool, before: set[str]) -> None:
+    log_dir = record.log_dir
+    if log_dir and osp.dirname(osp.normpath(log_dir)) == osp.normpath(work_dir) \
+            and osp.basename(log_dir) not in before:
+        shutil.rmtree(log_dir, ignore_errors=True)
+    if not existed:
+        with contextlib.suppress(OSError):  # not empty: another run's files are in it
+            os.rmdir(work_dir)

@@ -2,16 +2,21 @@
 
 How ``--show-dir`` switches on each library's visualization hook, how ``--out`` dumps
 predictions (and is checked before the run), and the dataloader defaults mmpretrain's own tools
-fill in.
+fill in. Predictions are dumped atomically: a run that fails while dumping (a full disk) leaves
+the previous ``--out`` or nothing, never a truncated file under the final name.
 """
 from __future__ import annotations
 
+import os
 import os.path as osp
+import shutil
+from pathlib import Path
 from typing import Any, Callable
 
 from mmengine.config import Config
 
 from repnext_mm.utils.errors import InputError
+from repnext_mm.utils.fileio import atomic_write, check_output_dir, temporary_path
 
 SPLITS = ('train', 'val', 'test')
 
@@ -53,16 +58,36 @@ def _check_pickle_out(out: str) -> None:
     parent = osp.dirname(out)
     if parent and not osp.isdir(parent):
         raise InputError(f'--out {out!r}: the folder {parent!r} does not exist; create it first')
+    check_output_dir(parent or '.', '--out folder')
 
 
 def _check_folder_out(out: str) -> None:
     if osp.exists(out) and not osp.isdir(out):
         raise InputError(f'--out {out!r} is a file; mmseg writes one label PNG per image into a '
                          'folder: name a folder')
+    check_output_dir(out, '--out')
 
 
-def _dump_pickle(runner: Any, out: str, metric_type: Callable[..., Any]) -> None:
-    runner.test_evaluator.metrics.append(metric_type(out_file_path=out))
+def _atomic_dump_class(base: type) -> type:
+    """``base`` (MMEngine's ``DumpResults`` or a subclass) dumping through :func:`atomic_write`.
+
+    ``DumpResults`` writes the pickle straight under its final name: a full disk left a
+    truncated ``--out`` file that looked like a result.
+    """
+    from mmengine import fileio
+    from mmengine.logging import print_log
+
+    def compute_metrics(self: Any, results: list) -> dict:
+        # fileio.dump picks the pickle format by the suffix, which the temporary keeps
+        atomic_write(self.out_file_path, lambda tmp: fileio.dump(results, str(tmp)))
+        print_log(f'Results has been saved to {self.out_file_path}.', logger='current')
+        return {}
+
+    return type(f'Atomic{base.__name__}', (base,), {'compute_metrics': compute_metrics})
+
+
+def _dump_pickle(runner: Any, out: str, metric_type: type) -> None:
+    runner.test_evaluator.metrics.append(_atomic_dump_class(metric_type)(out_file_path=out))
 
 
 def _mmdet_dump(runner: Any, out: str) -> None:
@@ -77,13 +102,40 @@ def _mmpretrain_dump(runner: Any, out: str) -> None:
     _dump_pickle(runner, out, DumpResults)
 
 
-def _mmseg_out_to_config(cfg: Config, out: str) -> None:
+class StagedFolder:
+    """A folder output written into a hidden sibling first, moved into place on success.
+
+    The files land in ``final`` only when the run succeeded (each by ``os.replace``, so a file
+    of an earlier run is replaced whole and files the run did not write are kept, as when the
+    library wrote into ``final`` itself); a failed run leaves ``final`` as it was.
+    """
+
+    def __init__(self, final: str | os.PathLike) -> None:
+        self.final = Path(final)
+        self.staging = temporary_path(self.final)
+
+    def commit(self) -> None:
+        """Moves the staged files into :attr:`final` and removes the staging folder."""
+        for root, _, files in os.walk(self.staging):
+            target = self.final / Path(root).relative_to(self.staging)
+            target.mkdir(parents=True, exist_ok=True)
+            for name in files:
+                os.replace(Path(root) / name, target / name)
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+    def abort(self) -> None:
+        """Removes the staging folder and what was written into it."""
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+
+def _mmseg_out_to_config(cfg: Config, out: str) -> StagedFolder:
     # mmseg's IoUMetric writes one label PNG per image into output_dir.
-    if isinstance(cfg.test_evaluator, dict):
-        cfg.test_evaluator['output_dir'] = out
-        cfg.test_evaluator['keep_results'] = True
-    else:
+    if not isinstance(cfg.test_evaluator, dict):
         raise InputError('--out for mmseg needs a single test_evaluator (IoUMetric)')
+    staged = StagedFolder(out)
+    cfg.test_evaluator['output_dir'] = str(staged.staging)
+    cfg.test_evaluator['keep_results'] = True
+    return staged
 
 
 def _mmpretrain_dataloader_defaults(cfg: Config) -> None:
@@ -104,18 +156,38 @@ class TaskAdapter:
 
     def __init__(self, show_dir: Callable[[Config, str], None],
                  check_out: Callable[[str], None],
-                 out_to_config: Callable[[Config, str], None] | None = None,
+                 out_to_config: Callable[[Config, str], StagedFolder] | None = None,
                  out_to_runner: Callable[[Any, str], None] | None = None,
-                 dataloader_defaults: Callable[[Config], None] | None = None) -> None:
+                 dataloader_defaults: Callable[[Config], None] | None = None,
+                 show_dir_in_log_dir: bool = False) -> None:
+        """
+        Args:
+            show_dir: Switches the visualization hook on, drawing into the given folder.
+            check_out: Refuses a ``--out`` the library cannot write (before any work).
+            out_to_config: Dumps predictions through the config; returns the staged folder
+                the caller commits after the run.
+            out_to_runner: Dumps predictions through the built runner.
+            dataloader_defaults: Fills in what the library's own tools fill in.
+            show_dir_in_log_dir: The library puts a relative ``--show-dir`` under the run's
+                (new) dated log folder, not the current folder.
+        """
         self.show_dir = show_dir
         self.check_out = check_out
         self.out_to_config = out_to_config
         self.out_to_runner = out_to_runner
         self.dataloader_defaults = dataloader_defaults or (lambda cfg: None)
+        self.show_dir_in_log_dir = show_dir_in_log_dir
+
+    def check_show_dir(self, show_dir: str) -> None:
+        """Refuses a ``--show-dir`` that cannot be a folder, before the test runs."""
+        if self.show_dir_in_log_dir and not osp.isabs(show_dir):
+            return  # inside the dated log folder the run creates; the work dir is checked
+        check_output_dir(show_dir, '--show-dir')
 
 
 TASK_ADAPTERS = {
-    'mmdet': TaskAdapter(_mmdet_show_dir, _check_pickle_out, out_to_runner=_mmdet_dump),
+    'mmdet': TaskAdapter(_mmdet_show_dir, _check_pickle_out, out_to_runner=_mmdet_dump,
+                         show_dir_in_log_dir=True),
     'mmseg': TaskAdapter(_mmseg_show_dir, _check_folder_out, out_to_config=_mmseg_out_to_config),
     'mmpretrain': TaskAdapter(_mmpretrain_show_dir, _check_pickle_out,
                               out_to_runner=_mmpretrain_dump,

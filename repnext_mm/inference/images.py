@@ -33,6 +33,12 @@ def collect_images(inputs: str | os.PathLike) -> list[Path]:
             without images.
     """
     path = Path(inputs)
+    images = _list_images(path)
+    _check_distinct_stems(images)
+    return images
+
+
+def _list_images(path: Path) -> list[Path]:
     if path.is_file():
         if not is_image(path):
             raise InputError(f'{path} is not an image ({SUFFIXES_TEXT}); pass an image or a '
@@ -49,6 +55,17 @@ def collect_images(inputs: str | os.PathLike) -> list[Path]:
         return images
     raise InputError(f'{path} does not exist (relative to {os.getcwd()}); pass an image or a '
                      'folder of images')
+
+
+def _check_distinct_stems(images: list[Path]) -> None:
+    """Prediction files are named after the image's stem: two images must not share one."""
+    by_stem: dict[str, Path] = {}
+    for image in images:
+        other = by_stem.setdefault(image.stem, image)
+        if other is not image:
+            raise InputError(f'{other} and {image} share the name {image.stem!r}, so their '
+                             'predictions would overwrite each other; rename one of them or run '
+                             'them separately. Nothing was written.')
 
 
 def check_out_dir(out_dir: str | os.PathLike) -> Path:

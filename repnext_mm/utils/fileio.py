@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Literal
 
-from repnext_mm.utils.errors import InputError
+from repnext_mm.utils.errors import ENVIRONMENT_ERRNO_FIXES, InputError, OutputWriteError
 
 #: A temporary of the destination untouched for this long belongs to a writer that died; a
 #: younger one may be another process writing the same destination right now, so it is kept.
@@ -118,6 +118,12 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     After a successful write, stale temporaries of ``path`` are removed
     (:func:`remove_stale_temporaries`).
 
+    An ``OSError`` of the machine (no space, quota, read-only file system, permission:
+    :data:`~repnext_mm.utils.errors.ENVIRONMENT_ERRNO_FIXES`) while creating the parents,
+    writing or renaming becomes an :class:`~repnext_mm.utils.errors.OutputWriteError` naming
+    ``path`` itself (the failing call named the temporary, or nothing); any other exception
+    passes unchanged.
+
     Args:
         path: Final destination: a file, or a directory such as an ``.mlpackage``.
         write: Writes the complete output (a file or a directory) at the path it is given;
@@ -127,27 +133,35 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
         ``path`` as a :class:`Path`.
 
     Raises:
+        OutputWriteError: The machine refused the write (an ``InputError`` and an ``OSError``).
         IsADirectoryError: ``write`` made a file but ``path`` is a directory.
         NotADirectoryError: ``write`` made a directory but ``path`` is a file.
         (:func:`check_output_path` reports both as an :class:`InputError` before any work.)
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_path(path)
     try:
-        write(tmp)
-        if not (tmp.exists() or tmp.is_symlink()):
-            raise FileNotFoundError(f'the writer of {path} returned without creating {tmp}')
-        if tmp.is_dir():
-            _replace_directory(tmp, path)
-        elif path.is_dir():
-            raise IsADirectoryError(f'{path} is a directory; a file cannot replace it')
-        else:
-            os.replace(tmp, path)
-    finally:
-        if tmp.exists() or tmp.is_symlink():  # the write failed: leave no temporary behind
-            with contextlib.suppress(OSError):  # keep the write's own exception
-                _remove(tmp)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            write(tmp)
+            if not (tmp.exists() or tmp.is_symlink()):
+                raise FileNotFoundError(f'the writer of {path} returned without creating {tmp}')
+            if tmp.is_dir():
+                _replace_directory(tmp, path)
+            elif path.is_dir():
+                raise IsADirectoryError(f'{path} is a directory; a file cannot replace it')
+            else:
+                os.replace(tmp, path)
+        finally:
+            if tmp.exists() or tmp.is_symlink():  # the write failed: leave no temporary behind
+                with contextlib.suppress(OSError):  # keep the write's own exception
+                    _remove(tmp)
+    except OutputWriteError:
+        raise  # a nested atomic write (a file inside a directory output) named its file
+    except OSError as error:
+        if error.errno not in ENVIRONMENT_ERRNO_FIXES:
+            raise
+        raise OutputWriteError(path, error) from error
     remove_stale_temporaries(path)
     return path
 
@@ -174,13 +188,49 @@ def _replace_directory(src: Path, dst: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+class _ErrorRecordingFile:
+    """A binary file that remembers the last ``OSError`` of its ``write`` / ``flush``.
+
+    ``torch.save`` into a file object turns the file's ``OSError`` (a full disk) into a
+    ``RuntimeError`` ("unexpected pos ...") that names neither the cause nor the path; the
+    recorded error lets :func:`_write_durably` raise the real one.
+    """
+
+    def __init__(self, file: BinaryIO) -> None:
+        self._file = file
+        self.error: OSError | None = None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self._file.write(data)
+        except OSError as error:
+            self.error = error
+            raise
+
+    def flush(self) -> None:
+        try:
+            self._file.flush()
+        except OSError as error:
+            self.error = error
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._file, name)
+
+
 def _write_durably(fill: Callable[[BinaryIO], None], fsync: bool = True
                    ) -> Callable[[Path], None]:
     """An :func:`atomic_write` callback that creates the file, fills it and fsyncs it."""
     def write(tmp: Path) -> None:
         # open() rather than mkstemp: the file gets the umask's mode, like any other output.
         with open(tmp, 'xb') as file:
-            fill(file)
+            recording = _ErrorRecordingFile(file)
+            try:
+                fill(recording)  # type: ignore[arg-type]
+            except Exception as error:
+                if recording.error is None or recording.error is error:
+                    raise
+                raise recording.error from error  # the writer hid the file's own error
             file.flush()
             if fsync:
                 os.fsync(file.fileno())  # on disk before the rename makes it visible
@@ -241,7 +291,9 @@ def check_output_path(path: str | os.PathLike, force: bool, flag: str = '--force
 
     Raises:
         InputError: ``path`` exists as the other kind, exists and ``force`` is false, or its
-            parent directory does not exist.
+            parent directory does not exist, is a file or lies under one, or takes no new file
+            (read-only file system, ``/proc``, no permission: probed by creating and removing an
+            empty temporary, since ``os.access`` says yes to all of them as root).
     """
     if kind not in ('file', 'dir'):
         raise ValueError(f"kind must be 'file' or 'dir', got {kind!r}")
@@ -258,10 +310,68 @@ def check_output_path(path: str | os.PathLike, force: bool, flag: str = '--force
         raise InputError(f'{path} already exists; pass {flag} to overwrite it, or choose another '
                          'output path. Nothing was written.')
     parent = path.parent
-    if parent.exists() and not parent.is_dir():
-        raise InputError(f'the output directory {parent} is a file; choose an output path in a '
-                         'directory. Nothing was written.')
     if not parent.is_dir():
-        raise InputError(f'the output directory {parent} does not exist; create it first. '
+        existing = _nearest_existing(parent.absolute())
+        if existing.is_dir():
+            raise InputError(f'the output directory {parent} does not exist; create it first. '
+                             'Nothing was written.')
+        where = 'is a file' if existing == parent.absolute() else f'lies under the file {existing}'
+        raise InputError(f'the output directory {parent} {where}; choose an output path in a '
+                         'directory. Nothing was written.')
+    _require_writable(parent, str(path))
+    return path
+
+
+def _nearest_existing(path: Path) -> Path:
+    """``path`` or its closest ancestor that exists (``lexists``: a dangling link counts)."""
+    for candidate in (path, *path.parents):
+        if os.path.lexists(candidate):
+            return candidate
+    return Path(path.anchor or '.')
+
+
+def _require_writable(folder: Path, subject: str) -> None:
+    """Creates and removes a temporary file in ``folder``; one line if that fails.
+
+    ``os.access`` is not enough: as root it says yes to a read-only mount and to ``/proc``.
+
+    Raises:
+        InputError: ``'<subject>: cannot write into <folder> (<reason> [Errno N]); ...'``.
+    """
+    probe = temporary_path(folder / '.write-check')
+    try:
+        with open(probe, 'xb'):
+            pass
+        probe.unlink()
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise InputError(f'{subject}: cannot write into {folder} ({reason} [Errno '
+                         f'{error.errno}]); choose a writable location. Nothing was written.'
+                         ) from None
+
+
+def check_output_dir(path: str | os.PathLike, what: str) -> Path:
+    """Fails before any work if ``path`` cannot become (or be written into as) a folder.
+
+    Refused: ``path`` is a file, lies under a file, or its nearest existing ancestor (the folder
+    itself if it exists) cannot take a new file (read-only file system, ``/proc``, no
+    permission). The check writes nothing but an empty temporary file it removes at once.
+
+    Args:
+        path: The output folder; it may not exist yet (the tools create it).
+        what: How the user named it, for the message, e.g. ``'--work-dir'``.
+
+    Returns:
+        ``path`` as a :class:`Path`.
+
+    Raises:
+        InputError: ``path`` is not usable as an output folder; the message names the fix.
+    """
+    path = Path(path)
+    existing = _nearest_existing(path.absolute())
+    if not existing.is_dir():
+        where = 'is a file' if existing == path.absolute() else f'lies under the file {existing}'
+        raise InputError(f'{what} {path} {where}; choose a folder path (or move the file away). '
                          'Nothing was written.')
+    _require_writable(existing, f'{what} {path}')
     return path

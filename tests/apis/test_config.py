@@ -80,3 +80,36 @@ def test_an_option_that_does_not_apply_names_itself():
     with pytest.raises(InputError, match=r"--cfg-options model\.backbone\.norm_cfg\.type\.x=1 "
                                          r"does not apply to"):
         load_config(DET_CONFIG, {'model.backbone.norm_cfg.type.x': 1})
+
+
+# ------------------------------------------------------------------ backbone outputs vs the neck
+CLS_CONFIG = str(REPO / 'configs' / 'mmpretrain' / 'repnext_m0_shapes.py')
+SEG_CONFIG = str(REPO / 'configs' / 'mmseg' / 'fpn_repnext_m0_shapes.py')
+
+
+@pytest.mark.parametrize('config, options, message', [
+    (DET_CONFIG, {'model.backbone.out_indices': (0, 1, 2)},
+     r"^model\.backbone\.out_indices=\(0, 1, 2\) \(arch 'm0'\) gives 3 feature maps with channels "
+     r'\[40, 80, 160\], but model\.neck\.in_channels=\[40, 80, 160, 320\] expects 4; make them '
+     r'agree, e.g. model\.neck\.in_channels=\[40, 80, 160\]$'),
+    (SEG_CONFIG, {'model.backbone.arch': 'm1'},
+     r"out_indices=\(0, 1, 2, 3\) \(arch 'm1'\) gives 4 feature maps with channels "
+     r'\[48, 96, 192, 384\], but model\.neck\.in_channels=\[40, 80, 160, 320\] expects those '
+     r'channels'),
+    (CLS_CONFIG, {'model.backbone.out_indices': (2, )},
+     r'out_indices=\(2,\) .* channels \[160\], the last pooled for the head, but '
+     r'model\.head\.in_channels=320; make them agree, e\.g\. model\.head\.in_channels=160$'),
+], ids=['detector-3-of-4-levels', 'segmentor-other-arch', 'classifier-head'])
+def test_backbone_outputs_that_do_not_fit_the_neck_name_both_keys(config, options, message):
+    with pytest.raises(InputError, match=message):
+        load_config(config, options)
+
+
+@pytest.mark.parametrize('config, options', [
+    (DET_CONFIG, {'model.backbone.out_indices': (1, 2, 3),
+                  'model.neck.in_channels': [80, 160, 320]}),
+    (DET_CONFIG, {'model.backbone.out_indices': (0, 1, 2, 7)}),  # RepNeXt itself refuses it
+    (CLS_CONFIG, {'model.backbone.out_indices': (1, -1)}),
+])
+def test_outputs_that_fit_or_that_the_backbone_refuses_pass_the_reader(config, options):
+    load_config(config, options)

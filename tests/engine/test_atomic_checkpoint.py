@@ -7,6 +7,7 @@ import pytest
 from mmengine.fileio import get_file_backend
 
 from repnext_mm.engine import ATOMIC_BACKEND_NAME, AtomicLocalBackend
+from repnext_mm.utils.errors import InputError
 from repnext_mm.utils.fileio import atomic_write_bytes
 
 
@@ -53,3 +54,19 @@ def test_backend_is_selected_by_name_and_writes_atomically(tmp_path, monkeypatch
 def test_default_local_backend_is_unchanged(tmp_path):
     # Registering the atomic backend claims no URI prefix: plain paths keep MMEngine's backend.
     assert type(get_file_backend(str(tmp_path))) is not AtomicLocalBackend
+
+
+def test_an_old_checkpoint_is_deleted_only_after_the_new_one_is_written(tmp_path, monkeypatch):
+    # CheckpointHook(max_keep_ckpts=1) removes epoch_1.pth before it saves epoch_2.pth
+    backend = AtomicLocalBackend()
+    old = tmp_path / 'epoch_1.pth'
+    old.write_bytes(b'previous checkpoint')
+    backend.remove(old)
+    assert old.is_file()
+    monkeypatch.setattr(os, 'fsync', lambda fd: (_ for _ in ()).throw(OSError(28, 'full')))
+    with pytest.raises((OSError, InputError)):  # InputError: atomic_write names the path
+        AtomicLocalBackend().put(b'new', tmp_path / 'epoch_2.pth')  # the runner's own instance
+    assert old.read_bytes() == b'previous checkpoint'
+    monkeypatch.undo()
+    AtomicLocalBackend().put(b'new', tmp_path / 'epoch_2.pth')
+    assert sorted(os.listdir(tmp_path)) == ['epoch_2.pth']

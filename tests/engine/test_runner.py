@@ -48,23 +48,52 @@ def test_allowed_mismatch_must_be_a_list_of_names(value):
         allowed_mismatch_of(Config(dict(load_from_allow_mismatch=value)))
 
 
-def test_a_refused_run_removes_only_what_it_created(tmp_path):
+def test_a_refused_run_removes_only_its_own_log_folder(tmp_path):
     work = tmp_path / 'work'
-    (work / 'epoch_1.pth').parent.mkdir()
+    work.mkdir()
     (work / 'epoch_1.pth').write_bytes(b'x')
     with pytest.raises(InputError):
-        with discard_run_folder_on_input_error(str(work)):
+        with discard_run_folder_on_input_error(str(work)) as record:
+            record.log_dir = str(work / '20261130_120000')
             (work / '20261130_120000').mkdir()
             (work / '20261130_120000' / 'log.txt').write_text('...')
+            # another run, started meanwhile in the same folder: its files are not ours
+            (work / '20261130_120001').mkdir()
+            (work / 'other_run_config.py').write_text('theirs')
             raise InputError('bad checkpoint')
-    assert sorted(p.name for p in work.iterdir()) == ['epoch_1.pth']
+    assert sorted(p.name for p in work.iterdir()) == ['20261130_120001', 'epoch_1.pth',
+                                                      'other_run_config.py']
 
+
+def test_a_work_folder_the_refused_run_created_is_removed_only_if_empty(tmp_path):
     fresh = tmp_path / 'fresh'
     with pytest.raises(InputError):
-        with discard_run_folder_on_input_error(str(fresh)):
+        with discard_run_folder_on_input_error(str(fresh)) as record:
+            record.log_dir = str(fresh / 'stamp')
             (fresh / 'stamp').mkdir(parents=True)
             raise InputError('bad checkpoint')
     assert not fresh.exists()
+
+    shared = tmp_path / 'shared'
+    with pytest.raises(InputError):
+        with discard_run_folder_on_input_error(str(shared)) as record:
+            record.log_dir = str(shared / 'stamp')
+            (shared / 'stamp').mkdir(parents=True)
+            (shared / 'epoch_1.pth').write_bytes(b'another run wrote this')
+            raise InputError('bad checkpoint')
+    assert [p.name for p in shared.iterdir()] == ['epoch_1.pth']
+
+
+def test_an_input_error_after_the_inputs_passed_keeps_the_log(tmp_path):
+    # e.g. a sample that turned unreadable in epoch 3: the log is the record of the work done
+    work = tmp_path / 'work'
+    with pytest.raises(InputError):
+        with discard_run_folder_on_input_error(str(work)) as record:
+            record.log_dir = str(work / 'stamp')
+            (work / 'stamp').mkdir(parents=True)
+            record.inputs_passed = True
+            raise InputError('cannot read sample 3')
+    assert (work / 'stamp').is_dir()
 
 
 def test_other_errors_keep_the_run_folder(tmp_path):
@@ -74,3 +103,37 @@ def test_other_errors_keep_the_run_folder(tmp_path):
             (tmp_path / 'work' / 'stamp').mkdir(parents=True)
             raise RuntimeError('out of memory')
     assert (tmp_path / 'work' / 'stamp').is_dir()
+
+
+class _Cfg(dict):
+    filename = 'configs/x/my_config.py'
+
+    def dump(self, file):
+        with open(file, 'w') as f:
+            f.write('dumped = True\n')
+
+
+def _bare_runner(tmp_path):
+    """A StrictLoadMixin over a stub Runner: only what dump_config/load_or_resume touch."""
+    class Base:
+        work_dir = str(tmp_path)
+        timestamp = '20261130_120000'
+        cfg = _Cfg()
+        loaded = False
+
+        def load_or_resume(self):
+            self.loaded = True
+
+    return type('Runner', (StrictLoadMixin, Base), {})()
+
+
+def test_the_config_is_dumped_only_after_the_inputs_passed(tmp_path):
+    runner = _bare_runner(tmp_path)
+    (tmp_path / 'my_config.py').write_text('previous run')
+    runner.dump_config()  # what Runner.__init__ calls: deferred
+    assert (tmp_path / 'my_config.py').read_text() == 'previous run'
+    with discard_run_folder_on_input_error(str(tmp_path)) as record:
+        runner.load_or_resume()
+        assert runner.loaded and record.inputs_passed
+    assert (tmp_path / 'my_config.py').read_text() == 'dumped = True\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['my_config.py']  # no temporary left

@@ -34,6 +34,13 @@ def test_inputs_without_images_are_refused(tmp_path, layout, inputs, match):
         images.collect_images(tmp_path / inputs)
 
 
+def test_images_that_share_a_name_are_refused(tmp_path):
+    for name in ('cat.jpg', 'cat.png', 'dog.png'):
+        _touch(tmp_path / name)
+    with pytest.raises(InputError, match=r'cat.jpg and .*cat.png share the name .cat.*overwrite'):
+        images.collect_images(tmp_path)
+
+
 def test_the_output_folder_may_exist_but_not_be_a_file(tmp_path):
     assert images.check_out_dir(tmp_path / 'new' / 'out') == tmp_path / 'new' / 'out'
     assert images.check_out_dir(tmp_path) == tmp_path

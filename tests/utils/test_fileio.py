@@ -1,6 +1,7 @@
 """Atomic writes: a path holds its previous content or the whole new one, never a part."""
 from __future__ import annotations
 
+import errno
 import glob
 import os
 import re
@@ -12,10 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from repnext_mm.utils.errors import InputError
+from repnext_mm.utils.errors import InputError, OutputWriteError
 from repnext_mm.utils.fileio import (STALE_TEMPORARY_AGE_S, atomic_torch_save, atomic_write,
                                      atomic_write_bytes, atomic_write_json, atomic_write_text,
-                                     check_output_path, remove_stale_temporaries, temporary_path)
+                                     check_output_dir, check_output_path,
+                                     remove_stale_temporaries, temporary_path)
 
 TEMPORARY_NAME = re.compile(r'\.out\.pth\.[0-9a-f]{8}\.tmp\.pth')
 
@@ -174,6 +176,7 @@ class TestStaleTemporaries:
         assert os.listdir(tmp_path) == ['out.pth']
 
     @pytest.mark.skipif(not hasattr(os, 'fork'), reason='needs os.fork')
+    @pytest.mark.own_process  # it forks
     def test_sigkill_during_a_write_leaves_a_temporary_that_the_next_write_removes(self, tmp_path):
         target = tmp_path / 'epoch_3.pth'
         target.write_bytes(b'previous')
@@ -272,3 +275,132 @@ class TestCheckOutputPath:
     def test_unknown_kind_is_a_programming_error(self, tmp_path):
         with pytest.raises(ValueError, match="kind must be 'file' or 'dir'"):
             check_output_path(tmp_path / 'x', force=False, kind='folder')
+
+
+class TestCheckOutputDir:
+    """An output folder is checked before any work: wrong kind, or nowhere to write."""
+
+    def test_a_new_folder_in_a_writable_place_passes_and_nothing_is_left(self, tmp_path):
+        assert check_output_dir(tmp_path / 'a' / 'b', '--work-dir') == tmp_path / 'a' / 'b'
+        assert list(tmp_path.iterdir()) == []  # the probe file is gone, no folder was made
+
+    def test_an_existing_folder_passes(self, tmp_path):
+        (tmp_path / 'old.txt').write_text('kept')
+        check_output_dir(tmp_path, '--work-dir')
+        assert [p.name for p in tmp_path.iterdir()] == ['old.txt']
+
+    def test_a_file(self, tmp_path):
+        (tmp_path / 'f').write_text('x')
+        with pytest.raises(InputError, match=rf'--work-dir {tmp_path / "f"} is a file; choose'):
+            check_output_dir(tmp_path / 'f', '--work-dir')
+
+    def test_a_path_under_a_file(self, tmp_path):
+        (tmp_path / 'f').write_text('x')
+        with pytest.raises(InputError, match=f'lies under the file {tmp_path / "f"};'):
+            check_output_dir(tmp_path / 'f' / 'run' / 'x', '--show-dir')
+
+    def test_proc_cannot_take_a_folder(self):
+        with pytest.raises(InputError, match=r'--work-dir /proc/run: cannot write into /proc '
+                                             r'\(.* \[Errno \d+\]\); choose'):
+            check_output_dir('/proc/run', '--work-dir')
+
+    def test_a_read_only_file_system(self, tmpfs):
+        read_only = tmpfs('ro', read_only=True)
+        if read_only is None:
+            pytest.skip('mounting a read-only tmpfs needs root (CAP_SYS_ADMIN)')
+        with pytest.raises(InputError, match=r'cannot write into .*Read-only file system '
+                                             r'\[Errno 30\]'):
+            check_output_dir(read_only / 'run', '--work-dir')
+
+    @pytest.mark.skipif(os.geteuid() == 0, reason='root writes into a 0o555 folder')
+    def test_a_folder_without_write_permission(self, tmp_path):
+        locked = tmp_path / 'locked'
+        locked.mkdir(mode=0o555)
+        with pytest.raises(InputError, match=r'\[Errno 13\] Permission denied'):
+            check_output_dir(locked / 'run', '--work-dir')
+
+    def test_as_root_a_0o555_folder_is_writable_and_passes(self, tmp_path):
+        if os.geteuid() != 0:
+            pytest.skip('only root may write into a 0o555 folder')
+        locked = tmp_path / 'locked'
+        locked.mkdir(mode=0o555)
+        check_output_dir(locked / 'run', '--work-dir')
+        assert list(locked.iterdir()) == []
+
+
+class TestWriteErrors:
+    """An OSError of the machine while writing names the final path; nothing partial is left."""
+
+    @pytest.mark.parametrize('code', [errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES])
+    def test_names_the_final_path_and_keeps_the_previous_file(self, tmp_path, code):
+        target = tmp_path / 'out.pth'
+        target.write_bytes(b'previous')
+
+        def failing_writer(tmp):
+            tmp.write_bytes(b'half')
+            raise OSError(code, os.strerror(code), str(tmp))  # names the temporary
+
+        with pytest.raises(OutputWriteError) as raised:
+            atomic_write(target, failing_writer)
+        error = raised.value
+        assert isinstance(error, InputError) and isinstance(error, OSError)
+        assert (error.errno, error.filename) == (code, str(target))
+        assert str(error).startswith(f'cannot write {target}: {os.strerror(code)} [Errno {code}]; ')
+        assert '.tmp' not in str(error)
+        assert os.listdir(tmp_path) == ['out.pth'] and target.read_bytes() == b'previous'
+
+    def test_other_os_errors_pass_unchanged(self, tmp_path):
+        def failing_writer(tmp):
+            raise FileNotFoundError(errno.ENOENT, 'No such file or directory', 'input.json')
+
+        with pytest.raises(FileNotFoundError) as raised:
+            atomic_write(tmp_path / 'out.json', failing_writer)
+        assert not isinstance(raised.value, OutputWriteError)
+
+    def test_torch_save_on_a_full_disk_is_the_disk_s_error(self, tmp_path, tmpfs, monkeypatch):
+        """torch.save into a file turns ENOSPC into "RuntimeError: unexpected pos"; the
+        recorded OSError is what surfaces."""
+        disk = tmpfs('disk', size='64k')
+        if disk is None:  # no mount allowed: every write of the file fails as a full disk's
+            from repnext_mm.utils import fileio
+
+            class FullDisk:
+                def __init__(self, path, mode):
+                    self.file = open(path, mode)
+
+                def write(self, data):
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+                def __getattr__(self, name):
+                    return getattr(self.file, name)
+
+                def __enter__(self):
+                    return self
+
+                def __exit__(self, *exc):
+                    self.file.close()
+
+            monkeypatch.setattr(fileio, 'open', FullDisk, raising=False)
+            disk = tmp_path
+        target = disk / 'big.pth'
+        with pytest.raises(OutputWriteError, match=rf'cannot write {target}: No space left on '
+                                                   r'device \[Errno 28\]'):
+            atomic_torch_save({'weights': torch.zeros(64 << 10)}, target)
+        assert os.listdir(disk) == []
+
+    def test_creating_the_parent_on_a_read_only_file_system(self, tmpfs):
+        read_only = tmpfs('ro', read_only=True)
+        if read_only is None:
+            pytest.skip('mounting a read-only tmpfs needs root (CAP_SYS_ADMIN)')
+        target = read_only / 'new' / 'out.json'
+        with pytest.raises(OutputWriteError, match=rf'cannot write {target}: Read-only file '
+                                                   r'system \[Errno 30\]'):
+            atomic_write_json({}, target)
+
+    def test_the_error_survives_pickling(self):
+        import pickle
+
+        error = OutputWriteError('/x/out.pth', OSError(errno.ENOSPC, 'No space left on device'),
+                                 fix='free space or choose another --work-dir')
+        copy = pickle.loads(pickle.dumps(error))
+        assert (str(copy), copy.errno, copy.filename) == (str(error), 28, '/x/out.pth')

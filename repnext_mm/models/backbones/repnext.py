@@ -18,6 +18,7 @@ length, which TorchScript cannot type, so scripted models run ``stem`` and ``sta
 from __future__ import annotations
 
 import copy
+import difflib
 from typing import Literal, Sequence
 
 import torch
@@ -27,6 +28,7 @@ from mmengine.logging import MMLogger
 from mmengine.model import BaseModule
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.instancenorm import _InstanceNorm
 
 from repnext_mm.registry import MODELS
 from ..layers.activation_checkpoint import checkpointed, records_graph
@@ -38,6 +40,48 @@ from ..layers.reparam import (bn_affine, conv_with_weights, dilate_kernel, fuse_
 # faster). 'branches': run every branch literally and sum (the reference path).
 SRPForward = Literal['merged', 'branches']
 SRP_FORWARD_MODES = ('merged', 'branches')
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_norm_layer(layer: object) -> bool:
+    norms = (_BatchNorm, _InstanceNorm, nn.GroupNorm, nn.LayerNorm)
+    # mmcv.ops' SyncBatchNorm ('MMSyncBN') is a plain Module
+    return isinstance(layer, type) and (issubclass(layer, norms) or 'Norm' in layer.__name__)
+
+
+def _norm_layer_names() -> list[str]:
+    """The registered names of norm layers (mmcv registers them in MMEngine's root registry)."""
+    from mmengine.registry import MODELS as ROOT_MODELS
+
+    return sorted(name for name, cls in ROOT_MODELS.module_dict.items() if _is_norm_layer(cls))
+
+
+def _check_norm_cfg(norm_cfg: object) -> None:
+    """``None`` (BatchNorm) or a dict whose ``type`` is a norm layer ``build_norm_layer`` finds."""
+    if norm_cfg is None:
+        return
+    example = "e.g. dict(type='BN') or dict(type='SyncBN')"
+    if not isinstance(norm_cfg, dict) or 'type' not in norm_cfg:
+        raise ValueError(f'norm_cfg={norm_cfg!r}: expected a dict with a norm layer type, '
+                         f'{example}')
+    layer = norm_cfg['type']
+    if isinstance(layer, str):
+        from mmengine.registry import MODELS as ROOT_MODELS
+
+        # The lookup mmcv's build_norm_layer makes: the current scope's registry, then its parents.
+        with ROOT_MODELS.switch_scope_and_registry(None) as registry:
+            found = registry.get(layer)
+    else:
+        found = layer
+    if _is_norm_layer(found):
+        return
+    names = _norm_layer_names()
+    close = difflib.get_close_matches(str(layer), names, n=1)
+    fix = f'did you mean {close[0]!r}?' if close else f'choose one of {", ".join(names)}'
+    raise ValueError(f'norm_cfg={norm_cfg!r}: {layer!r} is not a norm layer; {fix}')
 
 
 def _depthwise(channels: int, kernel_size: tuple[int, int], stride: tuple[int, int] | int = 1,
@@ -431,12 +475,13 @@ class RepNeXt(BaseModule):
         arch: One of ``'m0'`` .. ``'m5'`` or a dict with ``widths`` and ``depths`` (four stages each;
             widths divisible by 4 and doubling from stage to stage).
         in_channels: Input image channels.
-        out_indices: Stages whose outputs are returned (strides 4, 8, 16, 32); negative indices
-            count from the last stage.
+        out_indices: Stages whose outputs are returned (strides 4, 8, 16, 32): a stage index or
+            a sequence of distinct ones in ``0..3``; negative indices count from the last stage.
         frozen_stages: ``-1`` freezes nothing, ``0`` the stem, ``i >= 1`` the stem and the first
             ``i`` stages (as ResNet): parameters stop requiring grad and their norms stay in eval.
         norm_eval: Keep every BatchNorm in eval mode during training (statistics frozen).
-        norm_cfg: Norm layer config for the training form, e.g. ``dict(type='SyncBN')``.
+        norm_cfg: Norm layer config for the training form, a dict whose ``type`` is a registered
+            norm layer, e.g. ``dict(type='SyncBN')`` (default BatchNorm).
         mlp_ratio: Channel-mixer expansion ratio.
         srp_forward: ``'merged'`` (default) runs each SRP branch set as one convolution whose kernel
             is rebuilt from the branch weights on every forward; ``'branches'`` runs every branch
@@ -451,6 +496,11 @@ class RepNeXt(BaseModule):
             step, as without it. In a config: ``--cfg-options model.backbone.with_cp=True``.
         init_cfg: MMEngine init config, e.g.
             ``dict(type='Pretrained', checkpoint='...', prefix='backbone.')``.
+
+    Raises:
+        ValueError: An argument outside what it accepts; the message starts with
+            ``name=value:`` and says the accepted range (the config tools prefix the config path,
+            :mod:`repnext_mm.apis.build_errors`).
     """
     arch_settings = {
         'm0': dict(widths=(40, 80, 160, 320), depths=(2, 2, 9, 1)),
@@ -480,10 +530,10 @@ class RepNeXt(BaseModule):
         self.arch = self.parse_arch(arch)
         widths, depths = self.arch['widths'], self.arch['depths']
         self.widths = widths
-        self.out_indices = self._parse_out_indices(out_indices)
-        if not isinstance(frozen_stages, int) or not -1 <= frozen_stages <= self.num_stages:
-            raise ValueError(f'frozen_stages must be an int in [-1, {self.num_stages}] '
-                             f'(-1: nothing, 0: stem, i: stem + first i stages), got {frozen_stages!r}')
+        self.out_indices = self.parse_out_indices(out_indices)
+        self._check_arguments(in_channels=in_channels, frozen_stages=frozen_stages,
+                              norm_eval=norm_eval, norm_cfg=norm_cfg, mlp_ratio=mlp_ratio,
+                              deploy=deploy, with_cp=with_cp)
         if srp_forward not in SRP_FORWARD_MODES:
             raise ValueError(f'srp_forward must be one of {SRP_FORWARD_MODES}, got {srp_forward!r}')
         self.frozen_stages = frozen_stages
@@ -560,18 +610,48 @@ class RepNeXt(BaseModule):
             raise ValueError(f'every depth must be a positive int, got depths={depths}')
         return dict(widths=widths, depths=depths)
 
-    def _parse_out_indices(self, out_indices: Sequence[int] | int) -> tuple[int, ...]:
-        if isinstance(out_indices, int):
-            out_indices = [out_indices]
+    @classmethod
+    def parse_out_indices(cls, out_indices: Sequence[int] | int) -> tuple[int, ...]:
+        """Validates ``out_indices`` and returns them as sorted non-negative stage indices.
+
+        Raises:
+            ValueError: Not a stage index or a sequence of distinct ones, e.g.
+                "out_indices=(0, 1, 2, 7): stage 7 does not exist; RepNeXt has stages 0..3 ...".
+        """
+        n = cls.num_stages
+        given = f'out_indices={out_indices!r}'
+        stages = f'RepNeXt has stages 0..{n - 1} (-{n}..-1 count from the last)'
+        indices = (out_indices, ) if _is_int(out_indices) else out_indices
+        if isinstance(indices, (str, bytes)) or not isinstance(indices, Sequence) or not indices:
+            raise ValueError(f'{given}: expected a stage index or a sequence of distinct ones; '
+                             f'{stages}')
         parsed = []
-        for index in out_indices:
-            if not isinstance(index, int) or not -self.num_stages <= index < self.num_stages:
-                raise ValueError(f'out_indices entries must be ints in [-{self.num_stages}, '
-                                 f'{self.num_stages - 1}], got {tuple(out_indices)}')
-            parsed.append(index % self.num_stages)
-        if len(set(parsed)) != len(parsed):
-            raise ValueError(f'out_indices name a stage twice: {tuple(out_indices)}')
+        for index in indices:
+            if not _is_int(index):
+                raise ValueError(f'{given}: {index!r} is not a stage index; {stages}')
+            if not -n <= index < n:
+                raise ValueError(f'{given}: stage {index} does not exist; {stages}')
+            if index % n in parsed:
+                raise ValueError(f'{given}: stage {index % n} is named twice')
+            parsed.append(index % n)
         return tuple(sorted(parsed))
+
+    @classmethod
+    def _check_arguments(cls, **arguments: object) -> None:
+        """Validates the scalar arguments; each message names the argument and what it accepts."""
+        n = cls.num_stages
+        for name in ('in_channels', 'mlp_ratio'):
+            value = arguments[name]
+            if not _is_int(value) or value < 1:
+                raise ValueError(f'{name}={value!r}: expected a positive int')
+        frozen_stages = arguments['frozen_stages']
+        if not _is_int(frozen_stages) or not -1 <= frozen_stages <= n:
+            raise ValueError(f'frozen_stages={frozen_stages!r}: expected an int in -1..{n} (-1: '
+                             f'nothing, 0: the stem, i: the stem and the first i stages)')
+        for name in ('norm_eval', 'deploy', 'with_cp'):
+            if not isinstance(arguments[name], bool):
+                raise ValueError(f'{name}={arguments[name]!r}: expected True or False')
+        _check_norm_cfg(arguments['norm_cfg'])
 
     @torch.jit.unused  # a tuple of any length: scripted models run stem and stages themselves
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:

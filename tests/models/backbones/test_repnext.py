@@ -10,7 +10,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from repnext_mm.models import RepNeXt
 from repnext_mm.models.backbones.repnext import ChannelMixer, CopyConv
-from tests.helpers import first_quick_rest_slow, max_rel_error, randomize_norms
+from tests.helpers import TINY_ARCH, first_quick_rest_slow, max_rel_error, randomize_norms
 
 ARCHS = tuple(RepNeXt.arch_settings)
 
@@ -181,10 +181,54 @@ def test_out_indices(out_indices, expected):
     assert [o.shape[1] for o in outs] == [model.widths[i] for i in expected]
 
 
-@pytest.mark.parametrize('bad', [(4, ), (-5, ), (1, 1), (0, -4), ('1', )])
-def test_bad_out_indices(bad):
-    with pytest.raises(ValueError, match='out_indices'):
+@pytest.mark.parametrize('bad, message', [
+    ((0, 1, 2, 7), 'out_indices=(0, 1, 2, 7): stage 7 does not exist; RepNeXt has stages 0..3 '
+                   '(-4..-1 count from the last)'),
+    (4, 'out_indices=4: stage 4 does not exist'),
+    ((-5, ), 'out_indices=(-5,): stage -5 does not exist'),
+    ((1, 1), 'out_indices=(1, 1): stage 1 is named twice'),
+    ((0, -4), 'out_indices=(0, -4): stage 0 is named twice'),
+    (('1', ), "out_indices=('1',): '1' is not a stage index; RepNeXt has stages 0..3"),
+    ((True, ), 'out_indices=(True,): True is not a stage index'),
+    ('abc', "out_indices='abc': expected a stage index or a sequence of distinct ones; RepNeXt "
+            'has stages 0..3'),
+    ((), 'out_indices=(): expected a stage index or a sequence of distinct ones'),
+    (None, 'out_indices=None: expected a stage index'),
+])
+def test_bad_out_indices_name_the_accepted_stages(bad, message):
+    with pytest.raises(ValueError) as error:
         RepNeXt('m0', out_indices=bad)
+    assert str(error.value).startswith(message), error.value
+
+
+@pytest.mark.parametrize('arguments, message', [
+    (dict(frozen_stages=9), 'frozen_stages=9: expected an int in -1..4 (-1: nothing, 0: the stem'),
+    (dict(frozen_stages=-2), 'frozen_stages=-2: expected an int in -1..4'),
+    (dict(frozen_stages='1'), "frozen_stages='1': expected an int in -1..4"),
+    (dict(with_cp=1), 'with_cp=1: expected True or False'),
+    (dict(deploy='yes'), "deploy='yes': expected True or False"),
+    (dict(norm_eval=None), 'norm_eval=None: expected True or False'),
+    (dict(in_channels=0), 'in_channels=0: expected a positive int'),
+    (dict(mlp_ratio=1.5), 'mlp_ratio=1.5: expected a positive int'),
+    (dict(norm_cfg='BN'), "norm_cfg='BN': expected a dict with a norm layer type, e.g. "
+                          "dict(type='BN')"),
+    (dict(norm_cfg=dict(eps=1e-3)), "norm_cfg={'eps': 0.001}: expected a dict with a norm layer "
+                                    'type'),
+    (dict(norm_cfg=dict(type='BNN')), "norm_cfg={'type': 'BNN'}: 'BNN' is not a norm layer; "
+                                      "did you mean 'BN'?"),
+    (dict(norm_cfg=dict(type='Conv2d')), "norm_cfg={'type': 'Conv2d'}: 'Conv2d' is not a norm "
+                                         'layer; choose one of BN, '),
+])
+def test_bad_arguments_name_what_they_accept(arguments, message):
+    with pytest.raises(ValueError) as error:
+        RepNeXt('m0', **arguments)
+    assert str(error.value).startswith(message), error.value
+
+
+@pytest.mark.parametrize('norm_cfg', [None, dict(type='BN', requires_grad=True),
+                                      dict(type='GN', num_groups=4), dict(type=nn.BatchNorm2d)])
+def test_norm_cfgs_that_build_are_accepted(norm_cfg):
+    assert RepNeXt(TINY_ARCH, norm_cfg=norm_cfg).out_indices == (0, 1, 2, 3)
 
 
 def _trainable(module: nn.Module) -> bool:

@@ -45,3 +45,20 @@ def test_generates_the_spec_then_reports_up_to_date(tmp_path, capsys):
     capsys.readouterr()
     assert run_cli(make_shapes.main, args) == 0
     assert 'up to date' in capsys.readouterr().out
+
+
+def test_an_up_to_date_root_is_not_probed_for_writing(tmp_path, monkeypatch, capsys):
+    """A finished data set may live on a read-only mount: only a root to write into is checked
+    (tests/tools/test_bad_tool_outputs.py has a file as --root)."""
+    from repnext_mm.datasets import make_shapes as generator
+
+    args = ['--root', str(tmp_path / 'shapes'), '--quiet', *TINY]
+    assert run_cli(make_shapes.main, args) == 0
+
+    def refuse(path, what):
+        raise AssertionError(f'{what} {path} was probed')
+
+    monkeypatch.setattr(generator, 'check_output_dir', refuse)
+    capsys.readouterr()
+    assert run_cli(make_shapes.main, args) == 0
+    assert 'up to date' in capsys.readouterr().out
