@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from repnext_mm.deploy.verify import DEFAULT_SHAPES, check_input_shape
 from repnext_mm.models.input_sizes import CLASSIFIER_INPUT_SIZE
 from repnext_mm.utils.errors import InputError
 from repnext_mm.utils.fileio import check_output_path
@@ -45,8 +46,7 @@ class LatencySettings:
             raise InputError('pass either CONFIG [CHECKPOINT] or --arch m0 ... m5 (bare backbones)')
         if self.batch_size < 1:
             raise InputError(f'--batch-size must be >= 1, got {self.batch_size}')
-        if self.shape and min(self.shape) < 32:
-            raise InputError(f'--shape must be at least 32x32, got {self.shape[0]}x{self.shape[1]}')
+        check_input_shape(self.shape)
         if self.threads and min(self.threads) < 1:
             raise InputError(f'--threads must be >= 1, got {min(self.threads)}')
         if self.dataset and (len(self.backend) != 1 or self.backend[0] not in ('torch', 'cuda')):
@@ -70,8 +70,6 @@ def _prepared_models(settings: LatencySettings) -> list[tuple[str, Any]]:
 
 
 def _input_shape(settings: LatencySettings, task: str) -> tuple[int, int]:
-    from repnext_mm.deploy.verify import DEFAULT_SHAPES
-
     kind = 'backbone' if settings.backbone_only else task
     default = CLASSIFIER_INPUT_SIZE if settings.backend == ['cuda'] else DEFAULT_SHAPES[kind]
     return tuple(settings.shape or default)

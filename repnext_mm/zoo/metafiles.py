@@ -40,11 +40,13 @@ PAPER = dict(URL=paper.PAPER_URL, Title=paper.PAPER_TITLE)
 #: The authors' release (:mod:`repnext_mm.releases`) behind each library's published configs:
 #: the paper's distilled classifiers (M0..M5), Mask R-CNN and Semantic FPN (M3..M5).
 DOWNSTREAM_WEIGHTS = {'mmdet': releases.COCO_MASK_RCNN, 'mmseg': releases.ADE20K_SEMANTIC_FPN}
-CLS_CONVERSION = ("authors' layout (weights under 'model'): convert before use with "
-                  'python tools/deploy/convert_official.py {src} repnext_{arch}_in1k.pth')
-DOWNSTREAM_CONVERSION = ("authors' {library} checkpoint in the authors' key layout: convert before "
-                         'use with python tools/deploy/convert_official.py {src} checkpoints/{src} '
-                         '(it loads strictly into this config)')
+CLS_CONVERSION = ("authors' layout (weights under 'model'): the URL loads as it is (converted "
+                  'in memory on load); a downloaded copy converts with python '
+                  'tools/deploy/convert_official.py {src} repnext_{arch}_in1k.pth')
+DOWNSTREAM_CONVERSION = ("authors' {library} checkpoint in the authors' key layout: the URL loads "
+                         'strictly into this config as it is (converted in memory on load); a '
+                         'downloaded copy converts with python tools/deploy/convert_official.py '
+                         '{src} checkpoints/{src}')
 
 COLLECTIONS = {
     'mmpretrain': dict(

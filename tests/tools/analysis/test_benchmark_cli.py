@@ -115,3 +115,5 @@ def test_bad_invocations_exit_with_status_2(tmp_path, capsys, monkeypatch):
                                         '--cfg-options', DATA_ROOT + str(tmp_path / 'none')],
                                  capsys)
     assert status == 2 and 'test dataset' in stderr
+    status, _, stderr = run_tool(TOOL, ['--arch', 'm0', '--shape', 8, 8], capsys)
+    assert status == 2 and '--shape must be at least 32x32' in stderr and 'got 8x8' in stderr
