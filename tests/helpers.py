@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -129,6 +130,13 @@ def run_tool_process(script: str | Path, *args: str | Path, cwd: Path = REPO,
                 'PYTHON': sys.executable, **(env or {})}
     return subprocess.run(command, cwd=cwd, env=full_env, capture_output=True, text=True,
                           timeout=timeout)
+
+
+def free_port() -> int:
+    """A TCP port that is free now, for a multi-process run's rendezvous (``PORT``)."""
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
 
 
 def describe_process(result: subprocess.CompletedProcess) -> str:

@@ -27,7 +27,8 @@ from repnext_mm.apis.checkpoint import fused_checkpoint_options, read_checkpoint
 from repnext_mm.apis.config import load_config, lookup_key, set_work_dir
 from repnext_mm.apis.inputs import check_checkpoint_file, check_data, check_pretrained_files
 from repnext_mm.datasets.guard import UnreadableSampleError, guard_dataloaders
-from repnext_mm.utils.errors import InputError, OutputWriteError, describe_os_error
+from repnext_mm.utils.errors import (ENVIRONMENT_ERRNO_FIXES, InputError, OutputWriteError,
+                                     describe_os_error)
 from repnext_mm.utils.fileio import check_output_dir
 from .interrupt import TrainingInterrupted, second_interrupt_exits
 from .launcher import setup_launcher
@@ -40,7 +41,7 @@ from .work_dir_lock import work_dir_lock
 #: ``OSError``s that can only be a write's: a permission error may be a data file's, read.
 #: (An :class:`~repnext_mm.utils.errors.OutputWriteError`, raised by the atomic writes, is a
 #: write's whatever its errno.)
-WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)
+WRITE_ERRNOS = frozenset(ENVIRONMENT_ERRNO_FIXES) - {errno.EACCES, errno.EPERM}
 #: Where each launcher says which process this is (the lock is rank 0's).
 RANK_VARIABLES = dict(pytorch='RANK', slurm='SLURM_PROCID', mpi='OMPI_COMM_WORLD_RANK')
 
@@ -72,10 +73,8 @@ def write_errors(option: str, staged: StagedFolder | None = None) -> Iterator[No
             path = str(staged.final) + path[len(str(staged.staging)):]
         fix = (f'free space or choose another {option}'
                if error.errno in (errno.ENOSPC, errno.EDQUOT) else None)
-        description = describe_os_error(path, error, fix)
-        if description is None:
-            raise
-        raise InputError(f'cannot write {description}') from None
+        # Never None: both kinds of error above have an errno of ENVIRONMENT_ERRNO_FIXES.
+        raise InputError(f'cannot write {describe_os_error(path, error, fix)}') from None
 
 
 def apply_fused_checkpoint_options(cfg: Config, checkpoint_path: str) -> None:
@@ -204,8 +203,6 @@ def test(config: str, checkpoint: str, work_dir: str | None = None, out: str | N
         adapter.show_dir(cfg, show_dir)
     setup_launcher(cfg, launcher)
     staged = adapter.out_to_config(cfg, out) if out and adapter.out_to_config else None
-    # Every process writes into the staging folder; the first one publishes or removes it.
-    owns_out = staged is not None and is_rank_zero(launcher)
     try:
         with discard_run_folder_on_input_error(cfg.work_dir), write_errors('--out' if out else '--work-dir', staged), \
                 config_errors(cfg):
@@ -213,10 +210,12 @@ def test(config: str, checkpoint: str, work_dir: str | None = None, out: str | N
             if out and adapter.out_to_runner:
                 adapter.out_to_runner(runner, out)
             metrics = runner.test()
-            if owns_out:
+            if staged is not None:
+                # Each process stages its own images; runner.test() returns only after every
+                # process has written its share (the metric gathers their results).
                 staged.commit()
     finally:
-        if owns_out:
+        if staged is not None:
             staged.abort()  # a no-op after the commit
     if runner.rank == 0:
         print('test metrics: ' + json.dumps(metrics, default=float))

@@ -107,12 +107,15 @@ class StagedFolder:
 
     The files land in ``final`` only when the run succeeded (each by ``os.replace``, so a file
     of an earlier run is replaced whole and files the run did not write are kept, as when the
-    library wrote into ``final`` itself); a failed run leaves ``final`` as it was.
+    library wrote into ``final`` itself); a failed run leaves ``final`` as it was. In a
+    multi-process run every process has a staging folder of its own (created here: mmseg
+    creates its ``output_dir`` in the main process only) and commits it.
     """
 
     def __init__(self, final: str | os.PathLike) -> None:
         self.final = Path(final)
         self.staging = temporary_path(self.final)
+        self.staging.mkdir(parents=True)
 
     def commit(self) -> None:
         """Moves the staged files into :attr:`final` and removes the staging folder."""

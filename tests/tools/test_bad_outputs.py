@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from repnext_mm.cli import run_cli
-from tests.helpers import REPO, SHAPES_CONFIGS, load_tool, single_error_line
+from tests.helpers import (REPO, SHAPES_CONFIGS, describe_process, free_port, load_tool,
+                           run_tool_process, single_error_line)
 from tests.tools.test_checked_inputs import TINY_TRAIN
 
 CLS_CONFIG = SHAPES_CONFIGS['classifier']
@@ -246,6 +247,20 @@ def test_mmseg_out_folder_appears_when_the_test_succeeded(trained_checkpoints, i
                                  '--work-dir', str(tmp_path / 'work'), *SEG_FEW])
     assert status == 0, capsys.readouterr().err[-3000:]
     assert len(list(out.glob('*.png'))) == 3 and (out / 'notes.txt').is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['labels', 'work']  # no staging left
+
+
+@pytest.mark.slow  # two processes run a whole test
+def test_mmseg_out_folder_gets_every_process_share(trained_checkpoints, tmp_path):
+    # mmseg creates output_dir in the main process only; each process stages its own images.
+    out = tmp_path / 'labels'
+    result = run_tool_process('tools/dist_test.sh', SHAPES_CONFIGS['segmentor'],
+                              trained_checkpoints['segmentor'], '2', '--out', out,
+                              '--work-dir', tmp_path / 'work',
+                              '--cfg-options', 'test_dataloader.dataset.indices=4',
+                              env={'PORT': str(free_port())})
+    assert result.returncode == 0, describe_process(result)
+    assert len(list(out.glob('*.png'))) == 4  # two from each process
     assert sorted(p.name for p in tmp_path.iterdir()) == ['labels', 'work']  # no staging left
 
 

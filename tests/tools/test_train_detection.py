@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ import torch
 from repnext_mm.cli import run_cli
 from repnext_mm.engine.interrupt import TrainingInterrupted
 from repnext_mm.models import RepNeXt
-from tests.helpers import REPO, describe_process, load_tool, run_tool_process
+from tests.helpers import REPO, describe_process, free_port, load_tool, run_tool_process
 
 train_tool = load_tool('tools/train.py').main
 eval_tool = load_tool('tools/test.py').main
@@ -75,12 +74,6 @@ def load_checkpoint(path: Path) -> dict:
     # weights_only=True, as MMEngine's loader gets by default under torch >= 2.6: what a resume
     # or tools/test.py reads must load without unpickling arbitrary objects.
     return torch.load(path, map_location='cpu', weights_only=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
 
 
 # The demo's run, cut to its first SHARED_EPOCHS epochs with the cosine schedule ending there.

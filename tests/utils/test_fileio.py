@@ -316,7 +316,7 @@ class TestCheckOutputDir:
     def test_a_folder_without_write_permission(self, tmp_path):
         locked = tmp_path / 'locked'
         locked.mkdir(mode=0o555)
-        with pytest.raises(InputError, match=r'\[Errno 13\] Permission denied'):
+        with pytest.raises(InputError, match=r'Permission denied \[Errno 13\]'):
             check_output_dir(locked / 'run', '--work-dir')
 
     def test_as_root_a_0o555_folder_is_writable_and_passes(self, tmp_path):
