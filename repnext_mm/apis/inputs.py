@@ -125,9 +125,9 @@ def iter_data_files(cfg: Config, splits: Sequence[str]) -> Iterator[DatasetFiles
             ann_file = _check_dataset_paths(cfg, dataset, key)
             files = list_dataset_files(dataset, key, cfg.get('default_scope'),
                                        cfg.get(ALLOW_EMPTY_CLASS_FOLDERS_KEY, False))
-            if ann_file:
-                parsed.add(osp.realpath(ann_file))
-            if files is not None:
+            if files is not None:  # the layout is known, so its annotation file was parsed
+                if ann_file:
+                    parsed.add(osp.realpath(ann_file))
                 yield files
         evaluators = cfg.get(f'{split}_evaluator') or []
         for index, evaluator in enumerate([evaluators] if isinstance(evaluators, dict) else
@@ -140,9 +140,10 @@ def iter_data_files(cfg: Config, splits: Sequence[str]) -> Iterator[DatasetFiles
                 key = f'{split}_evaluator' + ('' if isinstance(evaluators, dict) else f'.{index}')
                 raise _missing_data_error(cfg, f'annotation file of {key}', ann_file,
                                           f'{key}.ann_file')
-            if ann_file.endswith('.json') and osp.realpath(ann_file) not in parsed:
+            real_path = osp.realpath(ann_file)
+            if ann_file.endswith('.json') and real_path not in parsed:
                 read_json(ann_file)
-                parsed.add(osp.realpath(ann_file))
+                parsed.add(real_path)
 
 
 def _check_dataset_paths(cfg: Config, dataset: dict, key: str) -> str | None:

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
 from repnext_mm.utils.errors import InputError
+from repnext_mm.utils.fileio import IMAGE_SUFFIXES
 
 #: Top-level config key: class folders that may be empty (a list of folder names, or True for
 #: any). They are then named in a warning instead of stopping the run.
@@ -53,8 +54,7 @@ IMAGE_SIGNATURES: dict[str, tuple[tuple[int, bytes], ...]] = {
 }
 #: File suffixes whose content must start with one of :data:`IMAGE_SIGNATURES` (any of them:
 #: the decoders go by content, so a PNG named .jpg is fine).
-SNIFFED_SUFFIXES = frozenset(('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.gif',
-                              '.ppm', '.pgm', '.pbm', '.pnm', '.jp2'))
+SNIFFED_SUFFIXES = frozenset(IMAGE_SUFFIXES) | {'.gif', '.ppm', '.pgm', '.pbm', '.pnm', '.jp2'}
 SNIFF_BYTES = 16
 
 

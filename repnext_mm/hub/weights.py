@@ -181,7 +181,9 @@ def _fetch(url: str) -> tuple[Path, Source | None]:
         raise InputError(f'could not download {url}: {error}. Nothing was kept in '
                          f'{cached.parent}; {manual_route()}') from error
     except OSError as error:  # the cache folder (the download's own errors are the ones above)
-        raise InputError(f'could not save {url} in {cached.parent} ({error}); point TORCH_HOME '
+        # The reason only: an OutputWriteError's text carries advice of its own.
+        reason = f'{error.strerror} [Errno {error.errno}]' if error.strerror else str(error)
+        raise InputError(f'could not save {url} in {cached.parent} ({reason}); point TORCH_HOME '
                          f'at a writable folder, or {manual_route()}') from error
     print_log(f'downloaded {cached.stat().st_size / 1e6:.1f} MB: {found[0].kind.found}',
               logger='current')

@@ -311,15 +311,22 @@ def check_output_path(path: str | os.PathLike, force: bool, flag: str = '--force
                          'output path. Nothing was written.')
     parent = path.parent
     if not parent.is_dir():
-        existing = _nearest_existing(parent.absolute())
+        existing, where = _file_in_the_way(parent)
         if existing.is_dir():
             raise InputError(f'the output directory {parent} does not exist; create it first. '
                              'Nothing was written.')
-        where = 'is a file' if existing == parent.absolute() else f'lies under the file {existing}'
         raise InputError(f'the output directory {parent} {where}; choose an output path in a '
                          'directory. Nothing was written.')
     _require_writable(parent, str(path))
     return path
+
+
+def _file_in_the_way(path: Path) -> tuple[Path, str]:
+    """The nearest existing ``path`` or ancestor, and (if it is a file) how it blocks ``path``:
+    ``'is a file'`` or ``'lies under the file ...'``."""
+    absolute = path.absolute()
+    existing = _nearest_existing(absolute)
+    return existing, 'is a file' if existing == absolute else f'lies under the file {existing}'
 
 
 def _nearest_existing(path: Path) -> Path:
@@ -368,9 +375,8 @@ def check_output_dir(path: str | os.PathLike, what: str) -> Path:
         InputError: ``path`` is not usable as an output folder; the message names the fix.
     """
     path = Path(path)
-    existing = _nearest_existing(path.absolute())
+    existing, where = _file_in_the_way(path)
     if not existing.is_dir():
-        where = 'is a file' if existing == path.absolute() else f'lies under the file {existing}'
         raise InputError(f'{what} {path} {where}; choose a folder path (or move the file away). '
                          'Nothing was written.')
     _require_writable(existing, f'{what} {path}')
