@@ -196,3 +196,55 @@ def single_error_line(stderr: str) -> str:
     errors = [line for line in stderr.splitlines() if line.startswith('error:')]
     assert len(errors) == 1, stderr[-5000:]
     return errors[0]
+
+
+def write_onnx_graph(path: Path, metadata: dict[str, str] | None = None,
+                     outputs: dict[str, tuple[int, list[int]]] | None = None,
+                     input_shape: tuple[int, int] = (8, 8)) -> Path:
+    """A minimal ``.onnx`` file: ``input [1, 3, H, W]`` and outputs of zeros of the given
+    ``{name: (onnx TensorProto type, shape)}`` (default one float ``y`` = relu(input)), with
+    ``metadata`` as its ``metadata_props``. For tests of what reads deployed files.
+
+    An output whose first dimension is 0 is computed as a real graph computes an empty result
+    (a gather of no indices, its length data dependent): OpenVINO turns a *constant* empty
+    output into a scalar.
+    """
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    def constant(name: str, value: np.ndarray) -> onnx.NodeProto:
+        return helper.make_node('Constant', [], [name], value=numpy_helper.from_array(value, name))
+
+    height, width = input_shape
+    # no_index: the indices where max(input) * 0 > 1, i.e. none, of a data-dependent length
+    nodes = [helper.make_node('ReduceMax', ['input'], ['peak'], keepdims=0),
+             constant('zero', np.array(0, np.float32)), constant('one', np.array(1, np.float32)),
+             helper.make_node('Mul', ['peak', 'zero'], ['nothing']),
+             helper.make_node('Greater', ['nothing', 'one'], ['never']),
+             constant('one_axis', np.array([0], np.int64)),
+             helper.make_node('Unsqueeze', ['never', 'one_axis'], ['never_1d']),
+             helper.make_node('NonZero', ['never_1d'], ['found']),
+             helper.make_node('Squeeze', ['found', 'one_axis'], ['no_index'])]
+    infos = []
+    for name, (kind, shape) in (outputs or {}).items():
+        dtype = helper.tensor_dtype_to_np_dtype(kind)
+        if shape and shape[0] == 0:
+            nodes += [constant(f'{name}_row', np.zeros([1, *shape[1:]], dtype)),
+                      helper.make_node('Gather', [f'{name}_row', 'no_index'], [name], axis=0)]
+            shape = ['N', *shape[1:]]
+        else:
+            nodes.append(constant(name, np.zeros(shape, dtype)))
+        infos.append(helper.make_tensor_value_info(name, kind, shape))
+    if not outputs:
+        nodes.append(helper.make_node('Relu', ['input'], ['y']))
+        infos.append(helper.make_tensor_value_info('y', TensorProto.FLOAT, [1, 3, height, width]))
+    graph = helper.make_graph(nodes, 'tiny', [helper.make_tensor_value_info(
+        'input', TensorProto.FLOAT, [1, 3, height, width])], infos)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid('', 17)])
+    model.ir_version = 8
+    for key, value in (metadata or {}).items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(model, str(path))
+    return path

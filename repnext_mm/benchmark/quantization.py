@@ -33,6 +33,7 @@ from repnext_mm.deploy.calibration import (DEFAULT_CALIBRATION_IMAGES, ImageSet,
                                            calibration_dir, list_images)
 from repnext_mm.deploy.exportable import ExportWrapper
 from repnext_mm.deploy.onnx_runtime import onnxruntime_call
+from repnext_mm.deploy.nncf_quantize import quantize_openvino_ir
 from repnext_mm.deploy.quantize import Int8Export, cosine_similarity, export_int8_onnx
 from repnext_mm.deploy.verify import DEFAULT_SHAPES
 from repnext_mm.utils.errors import InputError
@@ -40,7 +41,11 @@ from repnext_mm.utils.imports import require
 from .runtimes import describe_cpu, openvino_call, set_threads
 from .timing import TimingStats, paired_ratio, round_robin
 
-RUNTIMES = ('onnxruntime', 'openvino')
+#: ``openvino-nncf``: fp32 on OpenVINO against NNCF's int8 IR (``--int8-backend openvino``)
+#: instead of the QDQ file.
+RUNTIMES = ('onnxruntime', 'openvino', 'openvino-nncf')
+#: What the report runs when the command line names no runtime.
+DEFAULT_RUNTIMES = ('onnxruntime', 'openvino')
 #: Evaluation images used when the command line names no count.
 DEFAULT_EVAL_IMAGES = 200
 
@@ -78,7 +83,7 @@ class QuantizationSettings:
     calib_method: str = 'minmax'
     eval_dir: str | None = None
     eval_images: int | None = DEFAULT_EVAL_IMAGES
-    runtimes: Sequence[str] = RUNTIMES
+    runtimes: Sequence[str] = DEFAULT_RUNTIMES
     threads: int = 1
     warmup: int = 10
     runs: int = 50
@@ -90,7 +95,8 @@ class QuantizationSettings:
 #: ``f(input) -> outputs`` of an ``.onnx`` file, by runtime: the graph on ONNX Runtime's CPU
 #: session, or on OpenVINO's CPU plugin pinned to fp32 (:func:`~.runtimes.openvino_model`: the
 #: plugin would otherwise run bf16 on this CPU).
-RUNNER_FACTORIES = dict(onnxruntime=onnxruntime_call, openvino=openvino_call)
+RUNNER_FACTORIES = {'onnxruntime': onnxruntime_call, 'openvino': openvino_call,
+                   'openvino-nncf': openvino_call}
 
 
 def class_names(cfg: Any, folder: Path) -> list[str]:
@@ -203,8 +209,10 @@ def _resolve_runtimes(names: Sequence[str]) -> list[str]:
     unknown = [name for name in names if name not in RUNTIMES]
     if unknown:
         raise InputError(f'--runtimes must be among {", ".join(RUNTIMES)}, got {unknown}')
-    if 'openvino' in names:
+    if 'openvino' in names or 'openvino-nncf' in names:
         require('openvino', 'the openvino runtime')
+    if 'openvino-nncf' in names:
+        require('nncf', 'the openvino-nncf runtime (int8 by NNCF)')
     return list(dict.fromkeys(names))
 
 
@@ -248,9 +256,14 @@ def run_quantization_report(settings: QuantizationSettings,
                                   log=log)
         labels, label_note = (_labels(prepared, evaluation, export.fp32.output_shapes['logits'])
                               if classify else (None, None))
+        int8_paths = {runtime: int8_path for runtime in runtimes}
+        if 'openvino-nncf' in runtimes:
+            int8_paths['openvino-nncf'] = quantize_openvino_ir(
+                export.fp32, work / 'int8_nncf.xml', calibration, wrapper.kind, force=True,
+                log=log).path
         runners = {(runtime, precision): RUNNER_FACTORIES[runtime](path, threads)
                    for runtime in runtimes
-                   for precision, path in (('fp32', fp32_path), ('int8', int8_path))}
+                   for precision, path in (('fp32', fp32_path), ('int8', int8_paths[runtime]))}
         report = QuantizationReport(
             model=f'{Path(settings.config).stem}{" backbone" if settings.backbone_only else ""}'
                   f' ({prepared.weights})', shape=shape, export=export,
@@ -298,12 +311,12 @@ def format_report(report: QuantizationReport) -> list[str]:
              + ('; '.join(f'{len(v)} nodes, {k}' for k, v in report.export.kept_float.items())
                 or 'none')]
     lines += [f'note: {note}' for note in report.notes]
-    header = (f'{"runtime":<12} {"fp32 ms":>9} {"int8 ms":>9} {"int8/fp32":>9}'
+    header = (f'{"runtime":<14} {"fp32 ms":>9} {"int8 ms":>9} {"int8/fp32":>9}'
               + (f' {"top-1 fp32":>10} {"top-1 int8":>10} {"agree %":>8}'
                  if any(r.agreement is not None for r in report.runtimes.values()) else ''))
     lines += ['', header]
     for name, result in report.runtimes.items():
-        row = (f'{name:<12} {result.fp32.median_ms:>9.3f} {result.int8.median_ms:>9.3f} '
+        row = (f'{name:<14} {result.fp32.median_ms:>9.3f} {result.int8.median_ms:>9.3f} '
                f'{result.ratio:>9.3f}')
         if result.agreement is not None:
             top1 = [f'{v:>10.2f}' if v is not None else f'{"-":>10}'

@@ -18,8 +18,9 @@ from torch import Tensor, nn
 
 from repnext_mm.deploy.onnx_export import export_onnx
 from repnext_mm.deploy.onnx_runtime import onnxruntime_call
+# Re-exported: the runners' callers import every backend from here.
+from repnext_mm.deploy.openvino_runtime import openvino_call, openvino_model  # noqa: F401
 from repnext_mm.utils.errors import InputError
-from repnext_mm.utils.imports import require
 
 
 def set_threads(threads: int | None) -> int:
@@ -109,45 +110,6 @@ def onnxruntime_runner(onnx_path: str | os.PathLike, inputs: Tensor,
     session of :func:`repnext_mm.deploy.onnx_runtime.onnxruntime_session`."""
     run, feed = onnxruntime_call(onnx_path, threads), inputs.cpu().numpy()
     return lambda: run(feed)
-
-
-def openvino_model(path: str | os.PathLike, threads: int | None = None):
-    """An OpenVINO CPU compiled model of an ONNX file, pinned to fp32 and single-stream latency.
-
-    OpenVINO's CPU plugin may otherwise run in bf16 or fp16 where the CPU supports it (its
-    default precision hint), which would time a different computation than the other backends.
-
-    Args:
-        path: The ``.onnx`` file.
-        threads: ``INFERENCE_NUM_THREADS`` (default: OpenVINO's choice, one per core).
-    """
-    ov = require('openvino', 'the openvino backend')
-    import openvino.properties as props
-    import openvino.properties.hint as hints
-
-    config = {hints.inference_precision: ov.Type.f32,
-              hints.performance_mode: hints.PerformanceMode.LATENCY, props.num_streams: 1}
-    if threads:
-        config[props.inference_num_threads] = threads
-    core = ov.Core()
-    return core.compile_model(core.read_model(str(path)), 'CPU', config)
-
-
-def openvino_call(onnx_path: str | os.PathLike,
-                  threads: int | None = None) -> Callable[[np.ndarray], list]:
-    """``f(input) -> outputs`` (numpy arrays) of an ONNX file on :func:`openvino_model`.
-
-    The outputs are copies, as ONNX Runtime's are (OpenVINO would otherwise hand out views of
-    buffers that the next call overwrites). The input is read in place during the call.
-    """
-    compiled = openvino_model(onnx_path, threads)
-    request = compiled.create_infer_request()
-    outputs = list(compiled.outputs)
-
-    def run(feed: np.ndarray) -> list:
-        result = request.infer({0: feed}, share_inputs=True, share_outputs=False)
-        return [result[output] for output in outputs]
-    return run
 
 
 def openvino_runner(onnx_path: str | os.PathLike, inputs: Tensor,

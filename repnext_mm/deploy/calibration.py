@@ -3,8 +3,10 @@
 A calibration image goes through the config's own test pipeline (decoding, resizing, cropping;
 annotation loaders are skipped, since calibration images carry no labels) and then through the
 model's own data preprocessor (channel order, mean/std, padding): the inputs a deployed model
-receives. The exported graph has a fixed input size; only if the pipeline gives another size is
-the normalized image resized (bilinear) to it, and the report says so.
+receives. The exported graph has a fixed input size. A detector's image is zero-padded at the
+bottom and right to it (:func:`.deployed_io.pad_to_shape`, what a whole detector's file takes);
+for the other tasks, only if the pipeline gives another size is the normalized image resized
+(bilinear) to it. The report says either.
 
 Example:
     >>> folder = calibration_dir(cfg, 'test')            # data/shapes/imagenet/val
@@ -27,6 +29,7 @@ from torch import Tensor, nn
 from repnext_mm.apis.inputs import dataset_configs
 from repnext_mm.utils.errors import InputError
 from repnext_mm.utils.fileio import IMAGE_SUFFIXES
+from .deployed_io import pad_to_shape
 
 #: Calibration images used when the command line names no count.
 DEFAULT_CALIBRATION_IMAGES = 32
@@ -43,21 +46,24 @@ class ImageSet:
         paths: The images read, in order.
         inputs: One ``(1, 3, H, W)`` float tensor per image (normalized, at the export size).
         skipped: ``(path, reason)`` of image files the pipeline could not read.
-        pipeline_size: ``(H, W)`` the test pipeline produced before the resize to the export
-            size; ``None`` when it already matched (no resize).
+        pipeline_size: ``(H, W)`` the test pipeline produced before the resize (or padding) to
+            the export size; ``None`` when it already matched.
+        padded: The images were zero-padded to the export size rather than resized.
     """
     folder: Path
     paths: list[Path]
     inputs: list[Tensor]
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     pipeline_size: tuple[int, int] | None = None
+    padded: bool = False
 
     def describe(self) -> str:
         """One line: how many images, from where, and any resize or skipped file."""
         text = f'{len(self.inputs)} images from {self.folder}'
         if self.pipeline_size is not None:
+            fitted = 'zero-padded to' if self.padded else 'resized to'
             text += (f' (test pipeline output {self.pipeline_size[0]}x{self.pipeline_size[1]}, '
-                     'resized to the export size)')
+                     f'{fitted} the export size)')
         if self.skipped:
             path, reason = self.skipped[0]
             text += f'; {len(self.skipped)} unreadable file(s) skipped, e.g. {path}: {reason}'
@@ -144,9 +150,12 @@ class PipelineInputs:
         cfg: The model's config (its test pipeline and ``default_scope``).
         data_preprocessor: The model's data preprocessor (``model.data_preprocessor``).
         shape: The exported graph's fixed input ``(height, width)``.
+        pad: Zero-pad each image at the bottom and right to ``shape`` (a whole detector's input)
+            instead of resizing it; an image larger than ``shape`` is an InputError.
     """
 
-    def __init__(self, cfg: Config, data_preprocessor: nn.Module, shape: Sequence[int]) -> None:
+    def __init__(self, cfg: Config, data_preprocessor: nn.Module, shape: Sequence[int],
+                 pad: bool = False) -> None:
         from mmengine.dataset import Compose
         from mmengine.registry import init_default_scope
 
@@ -154,12 +163,14 @@ class PipelineInputs:
         self.pipeline: Callable[[dict], Any] = Compose(inference_pipeline(cfg))
         self.data_preprocessor = data_preprocessor.eval()
         self.shape = (int(shape[0]), int(shape[1]))
+        self.pad = pad
 
     @torch.no_grad()
     def __call__(self, path: str | os.PathLike) -> tuple[Tensor, tuple[int, int]]:
         """The ``(1, 3, H, W)`` input for one image and the size the pipeline gave it.
 
         Raises:
+            InputError: With ``pad``, an image larger than the export size.
             Exception: Whatever the pipeline raises for a file it cannot decode.
         """
         from mmengine.dataset import pseudo_collate
@@ -167,7 +178,9 @@ class PipelineInputs:
         packed = self.pipeline(dict(img_path=str(path)))
         inputs = self.data_preprocessor(pseudo_collate([packed]), False)['inputs'].float()
         size = tuple(inputs.shape[-2:])
-        if size != self.shape:
+        if self.pad:
+            inputs = pad_to_shape(inputs, self.shape)
+        elif size != self.shape:
             inputs = F.interpolate(inputs, size=self.shape, mode='bilinear', align_corners=False)
         return inputs.contiguous(), size
 
@@ -177,10 +190,12 @@ class PipelineInputs:
         Raises:
             InputError: Not one of the files could be read.
         """
-        images = ImageSet(Path(folder), [], [])
+        images = ImageSet(Path(folder), [], [], padded=self.pad)
         for path in paths:
             try:
                 tensor, size = self(path)
+            except InputError:  # the file is fine, the export size is not: say so, once
+                raise
             except Exception as error:  # a corrupt or mislabelled file: skip it, say so
                 images.skipped.append((path, f'{type(error).__name__}: {error}'))
                 continue

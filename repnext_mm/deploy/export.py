@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import json
 import platform
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from repnext_mm.apis.model import Preprocessing, PreparedModel, prepare_model, preprocessing_of
 from repnext_mm.utils.errors import InputError
@@ -26,10 +27,15 @@ from repnext_mm.utils.progress import StepProgress
 from .calibration import DEFAULT_CALIBRATION_IMAGES, PipelineInputs, calibration_dir, list_images
 from .coreml import (COMPRESSIONS, LINUX_NOTE, CoreMLExport, Precision, can_run_coreml,
                      export_coreml, time_coreml)
+from .deployed_io import (config_classes, config_num_classes, deployed_metadata,
+                          detector_test_settings)
+from .detector_check import DetectorCheck, check_detector_file
+from .detector_graph import detector_input_shape
 from .exportable import ExportWrapper
 from .ios_bench import IOSBench, write_ios_bench
 from .onnx_export import MIN_OPSET, OnnxExport, export_onnx
-from .quantize import CALIBRATION_METHODS, Int8Export, export_int8_onnx
+from .nncf_quantize import INT8_BACKENDS, quantize_openvino_ir
+from .quantize import CALIBRATION_METHODS, MATCH_IOU, Int8Export, quantize_onnx_file
 from .verify import DEFAULT_SHAPES, check_input_shape
 
 FORMATS = ('coreml', 'onnx')
@@ -69,6 +75,10 @@ class ExportSettings:
         calib_method: Calibration method, a key of :data:`~.quantize.CALIBRATION_METHODS`;
             default ``'minmax'``.
         coreml_compress: Core ML weight compression, one of :data:`~.coreml.COMPRESSIONS`.
+        seg_argmax: Segmentor only: also output the argmax class map ``seg_map``.
+        int8_backend: With ``int8``, the quantizer and the file it writes, a key of
+            :data:`~.nncf_quantize.INT8_BACKENDS`: ``'onnxruntime'`` (a QDQ ``.onnx`` that both
+            runtimes run) or ``'openvino'`` (NNCF: an OpenVINO IR ``.xml`` + ``.bin``).
     """
     config: str
     format: str
@@ -87,6 +97,8 @@ class ExportSettings:
     calib_images: int | None = None
     calib_method: str | None = None
     coreml_compress: str = 'none'
+    seg_argmax: bool = False
+    int8_backend: str | None = None
 
 
 @dataclass
@@ -124,7 +136,7 @@ def _check_quantization_settings(settings: ExportSettings) -> None:
         raise InputError('--int8 needs --format onnx (for Core ML, compress the weights with '
                          '--coreml-compress int8)')
     calibration = dict(calib_dir=settings.calib_dir, calib_images=settings.calib_images,
-                       calib_method=settings.calib_method)
+                       calib_method=settings.calib_method, int8_backend=settings.int8_backend)
     given = [f'--{key.replace("_", "-")}' for key, value in calibration.items()
              if value is not None]
     if given and not settings.int8:
@@ -132,6 +144,12 @@ def _check_quantization_settings(settings: ExportSettings) -> None:
     if settings.calib_method is not None and settings.calib_method not in CALIBRATION_METHODS:
         raise InputError(f'--calib-method must be one of {", ".join(CALIBRATION_METHODS)}, got '
                          f'{settings.calib_method!r}')
+    if settings.int8_backend is not None and settings.int8_backend not in INT8_BACKENDS:
+        raise InputError(f'--int8-backend must be one of {", ".join(INT8_BACKENDS)}, got '
+                         f'{settings.int8_backend!r}')
+    if settings.int8_backend == 'openvino' and settings.calib_method not in (None, 'minmax'):
+        raise InputError('--calib-method is for the ONNX Runtime quantizer; --int8-backend '
+                         "openvino calibrates with NNCF's own ranges: leave --calib-method out")
     if settings.calib_images is not None and settings.calib_images < 1:
         raise InputError(f'--calib-images must be >= 1, got {settings.calib_images}')
     if settings.coreml_compress not in COMPRESSIONS:
@@ -165,6 +183,8 @@ def default_out_path(config: str, format: str, backbone_only: bool,
     """``<config stem>[_backbone]_<H>x<W>[_<variant>].mlpackage`` (or ``.onnx``) in the working
     folder; ``variant`` names a quantized or compressed form (``int8``, ``palettize6``)."""
     suffix = '.mlpackage' if format == 'coreml' else '.onnx'
+    if variant == 'int8_openvino':
+        variant, suffix = 'int8', INT8_BACKENDS['openvino']
     variant = f'_{variant}' if variant else ''
     return Path(f'{model_name(config, backbone_only)}_{shape[0]}x{shape[1]}{variant}{suffix}')
 
@@ -172,7 +192,7 @@ def default_out_path(config: str, format: str, backbone_only: bool,
 def output_variant(settings: ExportSettings) -> str | None:
     """``'int8'``, the Core ML compression, or ``None`` for the plain export."""
     if settings.int8:
-        return 'int8'
+        return 'int8_openvino' if settings.int8_backend == 'openvino' else 'int8'
     return settings.coreml_compress if settings.coreml_compress != 'none' else None
 
 
@@ -218,20 +238,36 @@ def print_onnx_report(result: OnnxExport, opset: int) -> None:
     print(f'wrote {result.path} (opset {opset}; onnxruntime vs torch: {result.difference})')
     for name, shape in result.output_shapes.items():
         print(f'  output {name}: {shape}')
+    if result.file_check is not None:
+        print(f'  detections {result.file_check.describe()}')
 
 
 def _export_int8(settings: ExportSettings, prepared: PreparedModel, wrapper: ExportWrapper,
                  shape: tuple[int, int], out: Path, preprocessing: Preprocessing,
                  progress: StepProgress) -> Int8Export:
-    """Reads the calibration images, then exports, quantizes and checks the int8 graph."""
+    """Reads the calibration images, exports the verified fp32 graph (with the deployment
+    metadata, which the int8 file keeps) to a temporary file, then quantizes and checks it with
+    the chosen backend (:data:`~.nncf_quantize.INT8_BACKENDS`).
+
+    A detector's calibration images are zero-padded to the export size (its file's input),
+    every other model's resized to it where the pipeline gives another size.
+    """
     progress.start(CALIBRATION_STEP)
     folder = settings.calib_dir or calibration_dir(prepared.cfg, 'test')
-    reader = PipelineInputs(prepared.cfg, prepared.fused().data_preprocessor, shape)
+    reader = PipelineInputs(prepared.cfg, prepared.fused().data_preprocessor, shape,
+                            pad=wrapper.kind == 'detector')
     calibration = reader.read_folder(folder, settings.calib_images or DEFAULT_CALIBRATION_IMAGES)
     progress.start(INT8_STEP)
-    return export_int8_onnx(wrapper, shape, out, wrapper.output_names, calibration,
-                            opset=settings.opset, preprocessing=preprocessing,
-                            method=settings.calib_method or 'minmax', force=settings.force)
+    with tempfile.TemporaryDirectory(prefix='repnext_int8_fp32_') as work:
+        fp32_path = Path(work) / 'fp32.onnx'
+        fp32 = export_onnx(wrapper, shape, fp32_path, wrapper.output_names, opset=settings.opset,
+                           preprocessing=preprocessing, force=True,
+                           metadata=file_metadata(settings.config, prepared.cfg, wrapper, shape),
+                           check_file=file_check(prepared, wrapper))
+        quantize = (quantize_openvino_ir if settings.int8_backend == 'openvino'
+                    else quantize_onnx_file)
+        return quantize(fp32, out, calibration, wrapper.kind,
+                        method=settings.calib_method or 'minmax', force=settings.force)
 
 
 def print_int8_report(result: Int8Export, opset: int) -> None:
@@ -239,17 +275,30 @@ def print_int8_report(result: Int8Export, opset: int) -> None:
     def counts(ops: dict[str, int]) -> str:
         return ', '.join(f'{op} {n}' for op, n in ops.items()) or 'none'
 
-    print(f'wrote {result.path} (int8 QDQ, opset {opset}; fp32 graph vs torch: '
+    kind = ('OpenVINO IR by NNCF' if result.path.suffix == INT8_BACKENDS['openvino']
+            else 'int8 QDQ')
+    print(f'wrote {result.path} ({kind}, opset {opset}; fp32 graph vs torch: '
           f'{result.fp32.difference})')
+    if result.fp32.file_check is not None:
+        print(f'  fp32 graph detections {result.fp32.file_check.describe()}')
     print(f'  calibration: {result.method} on {result.calibration}')
     print(f'  int8 ops: {counts(result.int8_ops)}')
-    print(f'  float ops: {counts(result.float_ops)}')
+    if kind == 'int8 QDQ':
+        print(f'  float ops: {counts(result.float_ops)}')
     for reason, nodes in result.kept_float.items():
         print(f'  excluded from quantization: {len(nodes)} nodes, {reason}')
     for name, cosine in result.cosine.items():
-        print(f'  output {name}: {result.fp32.output_shapes[name]}, int8 vs fp32 cosine '
-              f'similarity {cosine:.4f} on the calibration images (lowest '
-              f'{result.cosine_min[name]:.4f})')
+        what = (f'output {name}: {result.fp32.output_shapes[name]}'
+                if name in result.fp32.output_shapes else f'feature {name}')
+        print(f'  {what}, int8 vs fp32 cosine similarity {cosine:.4f} on the calibration '
+              f'images (lowest {result.cosine_min[name]:.4f})')
+    if result.detections is not None:
+        found = result.detections
+        print(f'  detections: {found["matched"]} of {found["reference"]} fp32 detections matched '
+              f'by {found["candidate"]} int8 ones (same label, IoU >= {MATCH_IOU}) on '
+              f'{found["images"]} calibration images; mean agreement (F1) '
+              f'{found["agreement"]:.3f}, lowest matched IoU {found["worst_iou"]:.3f}, largest '
+              f'score difference {found["max_score_difference"]:.3f}')
 
 
 def print_coreml_report(run: CoreMLRun, shape: tuple[int, int], color_layout: str) -> None:
@@ -295,6 +344,26 @@ def print_compression(info: dict) -> None:
               f'{agreement["cosine"]:.5f}, relative error {agreement["relative_error"]:.4f}')
 
 
+def file_metadata(config: str, cfg: Any, wrapper: ExportWrapper,
+                  shape: tuple[int, int]) -> dict[str, str]:
+    """What a deployed file records about itself (:func:`~.deployed_io.deployed_metadata`)."""
+    whole_model = wrapper.kind != 'backbone'
+    extra = detector_test_settings(cfg) if wrapper.kind == 'detector' else {}
+    return deployed_metadata(wrapper.kind, shape,
+                             config_num_classes(cfg) if whole_model else None,
+                             config_classes(cfg) if whole_model else None, config,
+                             wrapper.output_names, **extra)
+
+
+def file_check(prepared: PreparedModel,
+               wrapper: ExportWrapper) -> Callable[[Path], DetectorCheck] | None:
+    """A whole detector's file is checked against mmdet's predictions on test images
+    (:func:`~.detector_check.check_detector_file`) before it is written."""
+    if wrapper.kind != 'detector':
+        return None
+    return lambda path: check_detector_file(path, prepared.fused(), prepared.cfg)
+
+
 def run_export(settings: ExportSettings) -> OnnxExport | Int8Export | CoreMLRun:
     """Builds, fuses and exports the model with a progress display, then prints the results.
 
@@ -316,6 +385,8 @@ def run_export(settings: ExportSettings) -> OnnxExport | Int8Export | CoreMLRun:
     if settings.int8:
         require('onnx', 'int8 export')
         require('onnxruntime.quantization', 'int8 export')
+        if settings.int8_backend == 'openvino':
+            require('nncf', 'int8 export with --int8-backend openvino')
 
     with StepProgress(export_steps(settings, times_on_this_machine)) as progress:
         progress.start(BUILD_STEP)
@@ -323,8 +394,15 @@ def run_export(settings: ExportSettings) -> OnnxExport | Int8Export | CoreMLRun:
                                  settings.unsafe_full_unpickle)
         for note in prepared.notes:
             print(f'note: {note}')
-        wrapper = ExportWrapper(prepared.fused(), prepared.task, settings.backbone_only)
-        shape = tuple(settings.shape or DEFAULT_SHAPES[wrapper.kind])
+        if settings.seg_argmax and (prepared.task != 'segmentor' or settings.backbone_only):
+            raise InputError('--seg-argmax adds the argmax class map of a segmentor; this is a '
+                             f'{"backbone" if settings.backbone_only else prepared.task} '
+                             'export: leave it out')
+        wrapper = ExportWrapper(prepared.fused(), prepared.task, settings.backbone_only,
+                                seg_argmax=settings.seg_argmax)
+        shape = tuple(settings.shape or (wrapper.kind == 'detector'
+                                         and detector_input_shape(prepared.cfg))
+                      or DEFAULT_SHAPES[wrapper.kind])
         out = Path(settings.out or default_out_path(settings.config, settings.format,
                                                     settings.backbone_only, shape,
                                                     output_variant(settings)))
@@ -336,7 +414,10 @@ def run_export(settings: ExportSettings) -> OnnxExport | Int8Export | CoreMLRun:
         elif settings.format == 'onnx':
             progress.start(ONNX_STEP)
             result = export_onnx(wrapper, shape, out, wrapper.output_names, opset=settings.opset,
-                                 preprocessing=preprocessing, force=settings.force)
+                                 preprocessing=preprocessing, force=settings.force,
+                                 metadata=file_metadata(settings.config, prepared.cfg, wrapper,
+                                                        shape),
+                                 check_file=file_check(prepared, wrapper))
         else:
             result = _export_coreml(settings, prepared, wrapper, shape, out, preprocessing,
                                     progress, times_on_this_machine)

@@ -10,7 +10,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -33,6 +33,7 @@ class OnnxExport:
     difference: Difference
     output_names: list[str]
     output_shapes: dict[str, list[int]]
+    file_check: Any = None
 
 
 def _export(module: nn.Module, example: torch.Tensor, path: Path, output_names: list[str],
@@ -50,10 +51,18 @@ def export_onnx(module: nn.Module, shape: tuple[int, int], out: str | os.PathLik
                 output_names: list[str], opset: int = MIN_OPSET,
                 preprocessing: Preprocessing | None = None, force: bool = False,
                 tolerance: float = RELATIVE_TOLERANCE, check_parity: bool = True,
-                batch_size: int = 1, log: Callable[[str], None] = print) -> OnnxExport:
+                batch_size: int = 1, log: Callable[[str], None] = print,
+                metadata: dict[str, str] | None = None,
+                check_file: Callable[[Path], Any] | None = None) -> OnnxExport:
     """Exports ``module`` (``forward(image) -> tuple``) at a fixed input size and verifies it.
 
     The graph has static shapes (``batch_size`` x 3 x H x W), as mobile runtimes prefer.
+
+    ``metadata`` (:func:`~.deployed_io.deployed_metadata`: task, input shape, classes, outputs,
+    thresholds) is written into the file beside the normalization. ``check_file(path)`` (a
+    detector: :func:`~.detector_check.check_detector_file`) checks the written file further
+    before it is moved into place; it raises to refuse it, and what it returns is kept in
+    :attr:`OnnxExport.file_check`.
 
     Raises:
         InputError: opset below 17, checker failure, or onnxruntime outputs that differ from
@@ -78,11 +87,12 @@ def export_onnx(module: nn.Module, shape: tuple[int, int], out: str | os.PathLik
         _export(module, example, tmp, output_names, opset)
         model = onnx.load(str(tmp))
         onnx.checker.check_model(model)
-        metadata = dict(producer='repnext_mm', input_layout='NCHW float32, normalized')
+        entries = dict(producer='repnext_mm', input_layout='NCHW float32, normalized')
         if preprocessing is not None:
-            metadata.update(mean=str(list(preprocessing.mean)), std=str(list(preprocessing.std)),
-                            color_layout=preprocessing.color_layout)
-        for key, value in metadata.items():
+            entries.update(mean=str(list(preprocessing.mean)), std=str(list(preprocessing.std)),
+                           color_layout=preprocessing.color_layout)
+        entries.update(metadata or {})
+        for key, value in entries.items():
             entry = model.metadata_props.add()
             entry.key, entry.value = key, value
         onnx.save(model, str(tmp))
@@ -95,10 +105,13 @@ def export_onnx(module: nn.Module, shape: tuple[int, int], out: str | os.PathLik
                 raise InputError(f'onnxruntime does not reproduce torch ({difference}, tolerance '
                                   f'{tolerance:g}); nothing was written')
             result['difference'] = difference
+        if check_file is not None:
+            result['file_check'] = check_file(tmp)
 
     try:
         atomic_write(out, write)
     except onnx.checker.ValidationError as error:
         raise InputError(f'onnx.checker rejected the exported graph: {error}') from error
     return OnnxExport(out, result.get('difference', Difference(0.0, 0.0, 0)), output_names,
-                      {n: list(t.shape) for n, t in zip(output_names, expected)})
+                      {n: list(t.shape) for n, t in zip(output_names, expected)},
+                      result.get('file_check'))

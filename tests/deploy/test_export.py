@@ -96,7 +96,7 @@ def test_preprocessing_is_read_from_the_configs(task, layout):
     assert pre.std == pytest.approx((58.395, 57.12, 57.375))
 
 
-def test_detectors_need_backbone_only():
+def test_unsupported_detectors_point_to_backbone_only():
     class FakeDetector(torch.nn.Module):
         pass
     with pytest.raises(InputError, match='--backbone-only'):

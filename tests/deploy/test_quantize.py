@@ -156,3 +156,128 @@ def test_gelu_nodes_are_the_exact_gelu_subgraph(tmp_path, approximate, found):
     if found:
         ops = {n.name: n.op_type for n in onnx.load(str(tmp_path / 'g.onnx')).graph.node}
         assert sorted(ops[name] for name in names) == ['Add', 'Div', 'Erf', 'Mul', 'Mul']
+
+
+# ------------------------- whole models: segmentor, detector scoping -------------------------
+
+@pytest.fixture(scope='module')
+def int8_segmentor(trained_checkpoints, shape_images, tmp_path_factory):
+    """The shapes segmentor (whole, 64x64) exported once in fp32, then quantized both ways:
+    ONNX Runtime QDQ and NNCF's OpenVINO IR, on the same 8 calibration images."""
+    from repnext_mm.deploy.nncf_quantize import quantize_openvino_ir
+    from repnext_mm.deploy.onnx_export import export_onnx
+    from repnext_mm.deploy.quantize import quantize_onnx_file
+
+    prepared = prepare_model(SHAPES_CONFIGS['segmentor'], trained_checkpoints['segmentor'])
+    wrapper = ExportWrapper(prepared.fused(), prepared.task)
+    root = tmp_path_factory.mktemp('int8_segmentor')
+    fp32 = export_onnx(wrapper, (64, 64), root / 'fp32.onnx', wrapper.output_names,
+                       preprocessing=preprocessing_of(prepared.cfg), log=lambda _: None)
+    reader = PipelineInputs(prepared.cfg, prepared.fused().data_preprocessor, (64, 64))
+    calibration = reader.read_folder(shape_images['calib'])
+    qdq = quantize_onnx_file(fp32, root / 'int8.onnx', calibration, 'segmentor',
+                             log=lambda _: None)
+    ir = quantize_openvino_ir(fp32, root / 'int8.xml', calibration, 'segmentor',
+                              log=lambda _: None)
+    return dict(fp32=fp32, qdq=qdq, ir=ir, calibration=calibration, root=root,
+                heldout=reader.read_folder(shape_images['heldout']))
+
+
+@pytest.mark.slow  # two int8 quantizations of a whole segmentor (~10 s)
+def test_int8_segmentor_keeps_the_output_resize_float_and_agrees(int8_segmentor):
+    import onnx
+
+    qdq = int8_segmentor['qdq']
+    assert qdq.int8_ops['Conv'] > 50 and 'Resize' in qdq.int8_ops  # the FPN head's upsampling
+    # The resize of the logits to the input stays float: one Resize among the float ops.
+    assert qdq.float_ops.get('Resize') == 1
+    assert [len(v) for k, v in qdq.kept_float.items() if k == quantize.TAIL_REASON] == [1]
+    fp32_meta = {p.key: p.value for p in onnx.load(str(int8_segmentor['fp32'].path)).metadata_props}
+    int8_meta = {p.key: p.value for p in onnx.load(str(qdq.path)).metadata_props}
+    assert int8_meta['precision'] == 'int8'
+    assert {k: int8_meta[k] for k in fp32_meta} == fp32_meta  # carries the fp32 metadata
+    heldout = int8_segmentor['heldout']
+    cosines = output_cosines(session_call(int8_segmentor['fp32'].path), session_call(qdq.path),
+                             heldout.inputs, ['seg_logits'])
+    assert MIN_HELDOUT_COSINE <= min(cosines['seg_logits']) < 0.99999
+
+
+@pytest.mark.slow  # shares the int8_segmentor fixture
+def test_nncf_ir_is_read_by_the_deployed_file_reader_and_runs_on_openvino(int8_segmentor):
+    from repnext_mm.deploy.deployed_io import deployed_call, read_metadata
+    from repnext_mm.deploy.openvino_ir import ir_weights_path
+
+    ir = int8_segmentor['ir']
+    assert ir.path.suffix == '.xml' and ir_weights_path(ir.path).is_file()
+    assert ir.int8_ops['FakeQuantize'] > 50 and ir.cosine['seg_logits'] >= MIN_HELDOUT_COSINE
+    metadata = read_metadata(ir.path)
+    assert metadata['precision'] == 'int8' and metadata['mean'] == '[123.675, 116.28, 103.53]'
+    assert metadata['quantizer'].startswith('nncf.quantize')
+    x = int8_segmentor['heldout'].inputs[0].numpy()
+    outputs = deployed_call(ir.path, 'openvino', threads=1)(x)
+    expected = session_call(int8_segmentor['fp32'].path)(x)[0]
+    assert outputs['seg_logits'].shape == expected.shape
+    assert quantize.cosine_similarity(outputs['seg_logits'], expected) >= MIN_HELDOUT_COSINE
+    with pytest.raises(InputError, match='is an OpenVINO IR: run it with --backend openvino'):
+        deployed_call(ir.path, 'onnxruntime')
+
+
+@pytest.mark.slow  # an NNCF quantization that must be refused
+def test_a_drifting_nncf_ir_writes_nothing(int8_segmentor, tmp_path, monkeypatch):
+    from repnext_mm.deploy.nncf_quantize import quantize_openvino_ir
+
+    monkeypatch.setattr(quantize, 'MIN_COSINE', 1.01)  # no int8 model can pass
+    with pytest.raises(InputError, match='does not reproduce the fp32 one.*nothing was written'):
+        quantize_openvino_ir(int8_segmentor['fp32'], tmp_path / 'int8.xml',
+                             int8_segmentor['calibration'], 'segmentor', log=lambda _: None)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_detection_agreement_matches_by_label_and_iou():
+    reference = dict(boxes=np.array([[0, 0, 10, 10], [20, 20, 30, 30]], np.float32),
+                     scores=np.array([0.9, 0.8]), labels=np.array([0, 1]))
+    same = quantize.detection_agreement(reference, reference)
+    assert same['matched'] == 2 and same['agreement'] == 1.0 and same['worst_iou'] == 1.0
+    shifted = dict(boxes=np.array([[1, 0, 11, 10], [20, 20, 30, 30]], np.float32),
+                   scores=np.array([0.7, 0.8]), labels=np.array([0, 2]))  # 2nd: other label
+    found = quantize.detection_agreement(reference, shifted)
+    assert found['matched'] == 1 and found['agreement'] == 0.5
+    assert found['worst_iou'] == pytest.approx(90 / 110) and found['max_score_difference'] == \
+        pytest.approx(0.2)
+    empty = dict(boxes=np.zeros((0, 4)), scores=np.zeros(0), labels=np.zeros(0, int))
+    assert quantize.detection_agreement(empty, empty)['agreement'] == 1.0
+    assert quantize.detection_agreement(reference, empty)['agreement'] == 0.0
+    with pytest.raises(InputError, match='detections agree with fp32 at 0.400 < 0.5'):
+        quantize.refuse_drift({'feature': 0.999}, dict(agreement=0.4))
+
+
+class _Detectorish(nn.Module):
+    """backbone -> neck -> head, with an argmax-like post-processing: module scoping's test."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.backbone = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
+        self.neck = nn.Conv2d(4, 4, 1)
+        self.head = nn.Conv2d(4, 2, 1)
+
+    def forward(self, x):
+        features = self.neck(self.backbone(x))
+        return self.head(features).flatten(1).topk(3).values
+
+
+def test_a_detector_quantizes_only_its_modules_and_compares_their_features(tmp_path):
+    import onnx
+
+    torch.onnx.export(_Detectorish().eval(), (torch.randn(1, 3, 8, 8),), str(tmp_path / 'd.onnx'),
+                      opset_version=17, dynamo=False, output_names=['scores'])
+    model = onnx.load(str(tmp_path / 'd.onnx'))
+    plan = quantize.plan_quantization(model, 'detector')
+    ops = {node.name: node.op_type for node in model.graph.node}
+    assert sorted(ops[name] for name in plan.nodes_to_quantize) == ['Conv', 'Conv', 'Relu']
+    floating = plan.kept_float[quantize.SCOPE_REASON.format(modules='backbone, neck')]
+    assert {ops[name] for name in floating} >= {'Conv', 'TopK'}  # the head and its top-k
+    # The neck's output is what leaves the quantized modules.
+    neck_conv = next(n for n in model.graph.node if n.name.startswith('/neck/'))
+    assert plan.features == list(neck_conv.output)
+    with pytest.raises(InputError, match='no node of the graph belongs to the modules rpn'):
+        quantize.plan_quantization(model, 'detector', modules=('rpn',))

@@ -48,8 +48,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                              'labels come from their class folders')
     parser.add_argument('--eval-images', type=int, default=200, metavar='N',
                         help='evaluation images, evenly spaced (default %(default)s)')
-    parser.add_argument('--runtimes', nargs='+', choices=('onnxruntime', 'openvino'),
-                        default=['onnxruntime', 'openvino'])
+    parser.add_argument('--runtimes', nargs='+',
+                        choices=('onnxruntime', 'openvino', 'openvino-nncf'),
+                        default=['onnxruntime', 'openvino'],
+                        help="openvino-nncf: OpenVINO fp32 vs NNCF's int8 IR (--int8-backend "
+                             'openvino) instead of the QDQ file (default onnxruntime openvino)')
     parser.add_argument('--threads', type=int, default=1, help='default %(default)s')
     parser.add_argument('--warmup', type=int, default=10, help='untimed rounds (default 10)')
     parser.add_argument('--runs', type=int, default=50, help='timed rounds (default 50)')

@@ -51,6 +51,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--ios-bench', metavar='DIR',
                         help='Core ML only: also write a Swift package whose XCTest measures the '
                              "model's latency on an iPhone")
+    parser.add_argument('--seg-argmax', action='store_true',
+                        help='segmentors: also output the argmax class map seg_map [1, H, W] '
+                             'beside seg_logits')
     int8 = parser.add_argument_group('int8 ONNX (post-training static quantization)')
     int8.add_argument('--int8', action='store_true',
                       help='quantize the fused ONNX graph to int8 (QDQ, per-channel weights) with '
@@ -63,6 +66,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                       help='calibration images used, evenly spaced over the folder (default 32)')
     int8.add_argument('--calib-method', choices=('minmax', 'percentile'),
                       help='activation range calibration (default minmax)')
+    int8.add_argument('--int8-backend', choices=('onnxruntime', 'openvino'),
+                      help='onnxruntime (default): a QDQ .onnx that ONNX Runtime and OpenVINO run; '
+                           "openvino: OpenVINO's own quantizer (NNCF), an IR .xml + .bin for "
+                           'OpenVINO only (docs/quantization.md)')
     parser.add_argument('--coreml-compress', default='none',
                         choices=('none', 'int8', 'palettize8', 'palettize6', 'palettize4'),
                         help='Core ML weight compression with coremltools.optimize.coreml: int8 '

@@ -87,10 +87,7 @@ def test_onnx_classifier_export(trained_checkpoints, tmp_path, capsys):
     assert out.is_file()
 
 
-def test_detector_needs_backbone_only_and_ios_bench_needs_coreml(tmp_path, capsys):
-    status, _, stderr = run_tool(TOOL, [SHAPES_CONFIGS['detector'], '--format', 'onnx',
-                                        '--out', tmp_path / 'det.onnx'], capsys)
-    assert status == 2 and '--backbone-only' in stderr
+def test_ios_bench_needs_coreml(tmp_path, capsys):
     status, _, stderr = run_tool(TOOL, [SHAPES_CONFIGS['segmentor'], '--format', 'onnx',
                                         '--ios-bench', tmp_path / 'bench'], capsys)
     assert status == 2 and '--ios-bench needs --format coreml' in stderr
