@@ -9,8 +9,9 @@ code below caught: see :func:`run_cli`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
-from typing import Any, Callable, NoReturn, Sequence
+from typing import Any, Callable, Iterator, NoReturn, Sequence
 
 from repnext_mm.utils.errors import InputError, describe_os_error
 
@@ -114,6 +115,37 @@ def parse_run_args(parser: argparse.ArgumentParser,
     return args
 
 
+@contextlib.contextmanager
+def _temporaries_removed_on_sigterm() -> Iterator[None]:
+    """A SIGTERM (``kill PID``, a scheduler's stop) ends the tool as it would have ended anyway,
+    after removing the temporaries of the outputs it was writing: Python runs no ``finally``
+    for a signal it does not handle, so :func:`~repnext_mm.utils.fileio.atomic_write` could not.
+    Only where SIGTERM has its default action and in the main thread (elsewhere a handler can
+    neither be set nor be expected)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+
+    def terminate(signum: int, frame: Any) -> None:
+        import os
+
+        from repnext_mm.utils.fileio import remove_active_temporaries
+
+        remove_active_temporaries()
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)  # die of the signal, as without this handler
+
+    signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def run_cli(main: Callable[[Sequence[str] | None], Any],
             argv: Sequence[str] | None = None) -> int:
     """Runs a tool's ``main``; an :class:`InputError` becomes one ``error:`` line and its
@@ -131,7 +163,8 @@ def run_cli(main: Callable[[Sequence[str] | None], Any],
         The exit status: ``main``'s own if it returns an int, else 0.
     """
     try:
-        result = main(argv)
+        with _temporaries_removed_on_sigterm():
+            result = main(argv)
     except InputError as error:
         print(f'error: {error}', file=sys.stderr)
         return error.exit_status

@@ -4,7 +4,7 @@
 # Idempotent: when the requirement files are unchanged since the last successful run and the stack
 # imports, it finishes in seconds. pip's wheel cache keeps the slow mmcv build for later runs.
 #
-# Why the environment juggling (see README, Troubleshooting):
+# Why the environment juggling (see docs/troubleshooting.md):
 #   * This machine's pip config and PIP_FIND_LINKS point at a local torch-2.13.0+cpu build that the
 #     registry's torchvision cannot load with, so every pip call ignores them.
 #   * mmcv 2.1.0 has no wheel for torch 2.13: it is compiled from the sdist with its C++ ops, which

@@ -15,7 +15,9 @@ import argparse
 import contextlib
 import os
 import pickle
+import pickletools
 import re
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -38,6 +40,12 @@ FUSED_KEY_MARKERS = ('.reparam.weight', 'head.fc.weight')
 UNSAFE_FLAG = '--unsafe-full-unpickle'
 
 _BLOCKED_GLOBAL = re.compile(r'GLOBAL ([\w.]+)')
+#: A pickle's first opcode (PROTO), and torch's legacy format's magic number as its first
+#: pickle holds it (LONG1 of 10 bytes; after a frame header in protocols 4 and 5).
+PICKLE_PROTOCOL_OPCODE = b'\x80'
+TORCH_LEGACY_MAGIC = b'\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19'
+#: Largest file whose opcodes are walked to tell a plain pickle from a damaged checkpoint.
+PLAIN_PICKLE_SCAN_BYTES = 64 << 20
 
 
 # --------------------------------------------------------------------------------------------
@@ -77,9 +85,13 @@ def _unpickling_error(path: Path, error: pickle.UnpicklingError, unsafe_hint: st
             'as tensors and plain data only, and this file asks for other Python objects (a '
             f'foreign or tampered file?).{hint}')
     # torch's text around the cause recommends weights_only=False; only the cause is kept.
-    detail = next((line.split('WeightsUnpickler error:', 1)[-1].strip()
-                   for line in message.splitlines() if 'WeightsUnpickler error' in line),
-                  _first_line(error))
+    lines = [line.strip() for line in message.splitlines()]
+    marker = next((i for i, line in enumerate(lines) if 'WeightsUnpickler error' in line), None)
+    detail = _first_line(error)
+    if marker is not None:  # the cause follows the marker, on its line or on the next ones
+        after = [lines[marker].split('WeightsUnpickler error:', 1)[-1].strip(),
+                 *lines[marker + 1:]]
+        detail = next((line for line in after if line), detail)
     if 'weights_only' in detail:
         detail = type(error).__name__
     return InputError(f'{path} is not a readable PyTorch checkpoint: the file is corrupt or '
@@ -134,19 +146,61 @@ def read_checkpoint(path: str | os.PathLike, map_location: Any = 'cpu',
     if size == 0:
         raise InputError(f'checkpoint {path} is empty (0 bytes): the download or copy did not '
                          'finish; fetch it again')
-    mmap = mmap and zipfile.is_zipfile(path)  # torch maps only its zip format
+    is_zip = zipfile.is_zipfile(path)
+    mmap = mmap and is_zip  # torch maps only its zip format
+    if is_zip and is_torchscript(path):
+        raise InputError(f'{path} is a TorchScript archive (such as the authors\' fused release '
+                         'repnext_mX_distill_300e_fused.pt), not a checkpoint: convert it with '
+                         f'`python tools/deploy/convert_official.py {path} OUT` and pass OUT')
     try:
-        if unsafe_full_unpickle:
-            return torch.load(path, map_location=map_location, weights_only=False, mmap=mmap)
-        with _allowed_types(checkpoint_allowed_types()):
-            return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+        with warnings.catch_warnings():
+            # torch warns about the pickle protocol of old files before it reads (or refuses)
+            # them; the outcome is what the user needs, said once.
+            warnings.filterwarnings('ignore', message='Detected pickle protocol')
+            if unsafe_full_unpickle:
+                return torch.load(path, map_location=map_location, weights_only=False, mmap=mmap)
+            with _allowed_types(checkpoint_allowed_types()):
+                return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as error:
+        if not is_zip and _is_plain_pickle(path):
+            raise InputError(f'{path} is a plain Python pickle (pickle.dump), not a PyTorch '
+                             'checkpoint: checkpoints are read as tensors and plain data only; '
+                             'save the weights with torch.save(model.state_dict(), PATH) and '
+                             'pass that') from error
         raise _unpickling_error(path, error, unsafe_hint) from error
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, KeyError,
             IndexError) as error:
         raise InputError(f'{path} is not a readable PyTorch checkpoint: the file is corrupt or '
                          f'truncated (size {size} bytes; {_first_line(error)}). Copy or '
                          'download it again.') from error
+
+
+def is_torchscript(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a TorchScript archive (a zip with ``constants.pkl`` and ``code/``)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
+    return (any(name.endswith('/constants.pkl') for name in names)
+            and any('/code/' in name for name in names))
+
+
+def _is_plain_pickle(path: Path) -> bool:
+    """Whether ``path`` is a whole pickle that ``torch.save`` did not write (its legacy format
+    starts with the pickled magic number; its current one is a zip file)."""
+    if path.stat().st_size > PLAIN_PICKLE_SCAN_BYTES:
+        return False
+    with open(path, 'rb') as file:
+        data = file.read()
+    if data[:1] != PICKLE_PROTOCOL_OPCODE or TORCH_LEGACY_MAGIC in data[:32]:
+        return False
+    try:  # walks the opcodes without building anything; a damaged file does not parse
+        for _ in pickletools.genops(data):
+            pass
+    except Exception:  # pickletools raises ValueError and others for damaged data
+        return False
+    return True
 
 
 def state_dict_of(checkpoint: Any, source: str) -> dict[str, Tensor]:
@@ -187,6 +241,43 @@ def looks_fused(state_dict: Mapping[str, Any]) -> bool:
 # --------------------------------------------------------------------------------------------
 # Loading weights into models
 # --------------------------------------------------------------------------------------------
+def check_state_dict_fits(model_state: Mapping[str, Any], state_dict: Mapping[str, Any],
+                          source: str, hint: str = '',
+                          allow_mismatch: Sequence[str] = ()) -> StateDictMismatch:
+    """Whether ``state_dict`` fits a model whose state dict is ``model_state`` (names and shapes
+    only: nothing is loaded, so mapped tensors are not read).
+
+    Args:
+        model_state: The model's ``state_dict()``.
+        state_dict, source, hint, allow_mismatch: As for :func:`load_state_dict_checked`.
+
+    Returns:
+        The allowed mismatch (empty for a complete fit).
+
+    Raises:
+        InputError: An entry outside ``allow_mismatch`` is missing, unexpected or mis-shaped.
+    """
+    mismatch = compare_state_dicts(model_state, state_dict)
+    allowed, refused = mismatch.split(allow_mismatch)
+    if refused:
+        if not hint and looks_fused(state_dict) and not looks_fused(model_state):
+            hint = ('It is a fused (deploy) checkpoint: build the fused model with --cfg-options '
+                    'model.backbone.deploy=True (and model.head.deploy=True for a classifier).')
+        raise InputError(f'the weights in {source} do not fit the model built from the config: '
+                         f'{refused.summary()}. '
+                         + (hint or 'Pass the config the checkpoint was trained with.'))
+    return allowed
+
+
+def mismatched_modules(model_state: Mapping[str, Any], state_dict: Mapping[str, Any],
+                       limit: int = 3) -> list[str]:
+    """The modules (key prefixes) whose entries are missing, unexpected or mis-shaped, for a
+    fine-tuning switch that allows them; ``[]`` if more than ``limit`` modules differ."""
+    mismatch = compare_state_dicts(model_state, state_dict)
+    modules = list(dict.fromkeys(key.rsplit('.', 1)[0] for key in mismatch.keys))
+    return modules if len(modules) <= limit else []
+
+
 def load_state_dict_checked(model: nn.Module, state_dict: Mapping[str, Tensor], source: str,
                             hint: str = '', allow_mismatch: Sequence[str] = (),
                             log: Callable[[str], None] | None = None) -> StateDictMismatch:
@@ -208,15 +299,8 @@ def load_state_dict_checked(model: nn.Module, state_dict: Mapping[str, Tensor], 
     Raises:
         InputError: An entry outside ``allow_mismatch`` is missing, unexpected or mis-shaped.
     """
-    mismatch = compare_state_dicts(model.state_dict(), state_dict)
-    allowed, refused = mismatch.split(allow_mismatch)
-    if refused:
-        if not hint and looks_fused(state_dict) and not looks_fused(model.state_dict()):
-            hint = ('It is a fused (deploy) checkpoint: build the fused model with --cfg-options '
-                    'model.backbone.deploy=True (and model.head.deploy=True for a classifier).')
-        raise InputError(f'the weights in {source} do not fit the model built from the config: '
-                         f'{refused.summary()}. '
-                         + (hint or 'Pass the config the checkpoint was trained with.'))
+    allowed = check_state_dict_fits(model.state_dict(), state_dict, source, hint,
+                                    allow_mismatch)
     skipped = {key for key, _, _ in allowed.wrong_shape} | set(allowed.unexpected)
     model.load_state_dict({k: v for k, v in state_dict.items() if k not in skipped},
                           strict=not allowed)

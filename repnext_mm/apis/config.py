@@ -84,6 +84,76 @@ def expand_named_archs(cfg: Config, cfg_options: Mapping[str, Any]) -> None:
                                           depths=list(setting['depths']))
 
 
+#: Top-level keys read after loading besides ``Runner``'s arguments (its own extras, the
+#: libraries' test-time augmentation).
+READ_TOP_LEVEL_KEYS = ('runner_type', 'custom_imports', 'compile', 'find_unused_parameters',
+                       'model_wrapper_cfg', 'strategy', 'tta_model', 'tta_pipeline')
+#: How many of the keys holding a variable's value an error names.
+HOLDERS_NAMED = 3
+
+
+def _leaves(node: Any, key: str) -> Iterator[tuple[str, Any]]:
+    """``(dotted key, value)`` of every value in ``node`` that is not a dict (lists by item)."""
+    if isinstance(node, Mapping):
+        for name, value in node.items():
+            yield from _leaves(value, f'{key}.{name}' if key else str(name))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _leaves(value, f'{key}.{index}')
+    else:
+        yield key, node
+
+
+def variable_holders(cfg: Config, name: str) -> list[str]:
+    """The keys that hold the value of the top-level variable ``name`` (copied from it when
+    the file was loaded): equal values (a number or flag only under the same name), else
+    strings that start with it (``data_root + 'train/'``)."""
+    value = cfg[name]
+    distinctive = (isinstance(value, str) and value) or (isinstance(value, tuple) and value)
+    equal, extended = [], []
+    for key, leaf in _leaves(cfg._cfg_dict, ''):
+        if key == name or key.startswith(name + '.') or type(leaf) is not type(value):
+            continue
+        if leaf == value and (distinctive or key.rsplit('.', 1)[-1] == name):
+            equal.append(key)
+        elif isinstance(value, str) and value and leaf.startswith(value):
+            extended.append(key)
+    return equal or extended
+
+
+def check_plain_variables(cfg: Config, cfg_options: Mapping[str, Any]) -> None:
+    """A top-level ``--cfg-options`` key must change something.
+
+    A config's plain variables (``data_root = 'data/coco/'``) are copied into the parts that
+    use them when the file is loaded; setting one afterwards changes only the variable, and the
+    run would silently use the old value. A top-level key that nothing reads after loading
+    (not an argument of MMEngine's ``Runner`` nor :data:`READ_TOP_LEVEL_KEYS`), whose value is
+    a plain one held by other keys, is refused with those keys.
+
+    Raises:
+        InputError: Names the keys to set instead.
+    """
+    from mmengine.runner import Runner
+
+    read = set(inspect.signature(Runner.__init__).parameters) | set(READ_TOP_LEVEL_KEYS)
+    for name, new in cfg_options.items():
+        if '.' in name or name in read or name not in cfg:
+            continue
+        old = cfg[name]
+        if isinstance(old, (Mapping, list)) or new == old:
+            continue
+        holders = variable_holders(cfg, name)
+        if not holders:
+            continue
+        shown = ', '.join(holders[:HOLDERS_NAMED]) + (
+            f' (and {len(holders) - HOLDERS_NAMED} more)' if len(holders) > HOLDERS_NAMED else '')
+        raise InputError(
+            f'--cfg-options {name}={new}: {name} is a variable of the config, copied into the '
+            f'parts that use it when the file was read, so setting it changes nothing (the run '
+            f'would use {old!r}); set the keys that hold its value instead: {shown}, e.g. '
+            f'--cfg-options ' + ' '.join(f'{key}={new}' for key in holders[:2]))
+
+
 def load_config(path: str, cfg_options: dict | None = None) -> Config:
     """Reads ``path``, applies ``--cfg-options`` and checks ``default_scope`` and the model.
 
@@ -100,6 +170,7 @@ def load_config(path: str, cfg_options: dict | None = None) -> Config:
                          'configs are under configs/mmdet, configs/mmseg and configs/mmpretrain')
     cfg = _read_config_file(path)
     if cfg_options:
+        check_plain_variables(cfg, cfg_options)
         expand_named_archs(cfg, cfg_options)
         try:
             cfg.merge_from_dict(cfg_options)

@@ -173,5 +173,8 @@ def _check_dataset_paths(cfg: Config, dataset: dict, key: str) -> str | None:
 
 
 def check_checkpoint_file(path: str, what: str) -> None:
+    """A local checkpoint path names an existing file (an address is read later)."""
+    if is_local_path(path) and osp.isdir(path):
+        raise InputError(f'{what} {path!r} is a directory; pass the .pth file inside it')
     if is_local_path(path) and not osp.isfile(path):
         raise InputError(f'{what} {path!r} does not exist (relative to {os.getcwd()})')

@@ -32,9 +32,10 @@ from repnext_mm.utils.errors import (ENVIRONMENT_ERRNO_FIXES, InputError, Output
 from repnext_mm.utils.fileio import check_output_dir
 from .interrupt import TrainingInterrupted, second_interrupt_exits
 from .launcher import setup_launcher
+from .preflight import preflight_test, preflight_train
 from .resume import how_to_continue, set_resume
 from .runner import (allowed_mismatch_of, build_runner, discard_run_folder_on_input_error,
-                     use_atomic_checkpoints)
+                     prechecked_checkpoints, use_atomic_checkpoints)
 from .tasks import TASK_ADAPTERS, StagedFolder, enable_amp, enable_auto_scale_lr
 from .work_dir_lock import work_dir_lock
 
@@ -146,16 +147,19 @@ def _train(cfg: Config, resume: str | None, amp: bool, auto_scale_lr: bool,
     check_pretrained_files(cfg)
     if cfg.get('load_from'):
         check_checkpoint_file(cfg.load_from, 'load_from checkpoint')
-    allowed_mismatch_of(cfg)
+    allowed = allowed_mismatch_of(cfg)
     use_atomic_checkpoints(cfg)
     guard_dataloaders(cfg)
     setup_launcher(cfg, launcher)
-    # The lock before anything is written into the work folder; released (its file removed)
-    # before the discard looks at what this run left.
-    lock = work_dir_lock(cfg.work_dir) if is_rank_zero(launcher) else contextlib.nullcontext()
-    with discard_run_folder_on_input_error(cfg.work_dir), lock, \
-            write_errors('--work-dir'), config_errors(cfg):
-        build_runner(cfg).train()
+    with prechecked_checkpoints():
+        # The model, loops, optimizer and checkpoint, before the runner logs or makes a folder.
+        preflight_train(cfg, allowed)
+        # The lock before anything is written into the work folder; released (its file
+        # removed) before the discard looks at what this run left.
+        lock = work_dir_lock(cfg.work_dir) if is_rank_zero(launcher) else contextlib.nullcontext()
+        with discard_run_folder_on_input_error(cfg.work_dir), lock, \
+                write_errors('--work-dir'), config_errors(cfg):
+            build_runner(cfg).train()
 
 
 def _unreadable_sample(error: UnreadableSampleError) -> str:
@@ -202,10 +206,18 @@ def test(config: str, checkpoint: str, work_dir: str | None = None, out: str | N
     if show_dir:
         adapter.show_dir(cfg, show_dir)
     setup_launcher(cfg, launcher)
+    with prechecked_checkpoints():
+        # The model and the checkpoint, before the runner logs or makes a folder.
+        preflight_test(cfg)
+        return _test(cfg, adapter, out)
+
+
+def _test(cfg: Config, adapter: Any, out: str | None) -> dict:
+    """:func:`test` after the checks: the run, its outputs and the printed metrics."""
     staged = adapter.out_to_config(cfg, out) if out and adapter.out_to_config else None
     try:
-        with discard_run_folder_on_input_error(cfg.work_dir), write_errors('--out' if out else '--work-dir', staged), \
-                config_errors(cfg):
+        with discard_run_folder_on_input_error(cfg.work_dir), \
+                write_errors('--out' if out else '--work-dir', staged), config_errors(cfg):
             runner = build_runner(cfg)
             if out and adapter.out_to_runner:
                 adapter.out_to_runner(runner, out)

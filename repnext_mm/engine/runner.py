@@ -54,7 +54,7 @@ def allowed_mismatch_of(cfg: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(prefixes)
 
 
-def _check_training_state(checkpoint: Mapping[str, Any], filename: str) -> None:
+def check_training_state(checkpoint: Mapping[str, Any], filename: str) -> None:
     missing = [key for key in TRAINING_STATE_KEYS if key not in checkpoint]
     meta = checkpoint.get('meta')
     if not missing and not (isinstance(meta, Mapping) and 'epoch' in meta and 'iter' in meta):
@@ -82,6 +82,35 @@ class RunRecord:
 #: The record of the run being built in this context (set by the discard context manager).
 _ACTIVE_RUN: contextvars.ContextVar[RunRecord | None] = contextvars.ContextVar(
     'repnext_mm_active_run', default=None)
+
+
+#: Checkpoints a pre-flight (:mod:`.preflight`) read, by name, waiting for the runner's load.
+_PRECHECKED: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    'repnext_mm_prechecked_checkpoints', default=None)
+
+
+@contextlib.contextmanager
+def prechecked_checkpoints() -> Iterator[dict[str, Any]]:
+    """Hands what a pre-flight read in this block to the runner's load (read once)."""
+    token = _PRECHECKED.set({})
+    try:
+        yield _PRECHECKED.get()
+    finally:
+        _PRECHECKED.reset(token)
+
+
+def keep_prechecked(filename: str, checkpoint: Any) -> None:
+    """Keeps ``checkpoint`` for the runner's load of ``filename`` (inside
+    :func:`prechecked_checkpoints`; elsewhere a no-op)."""
+    prechecked = _PRECHECKED.get()
+    if prechecked is not None:
+        prechecked[filename] = checkpoint
+
+
+def take_prechecked(filename: str) -> Any | None:
+    """The checkpoint a pre-flight read as ``filename`` (handed out once), or ``None``."""
+    prechecked = _PRECHECKED.get()
+    return prechecked.pop(filename, None) if prechecked is not None else None
 
 
 class StrictLoadMixin:
@@ -142,12 +171,14 @@ class StrictLoadMixin:
         ``strict=False`` (MMEngine's default, kept for callers that pass it) still refuses a
         mismatch outside the config's allowed prefixes.
         """
-        checkpoint = read_checkpoint(filename, map_location=map_location)
+        checkpoint = take_prechecked(filename)  # what the pre-flight read, read once
+        if checkpoint is None:
+            checkpoint = read_checkpoint(filename, map_location=map_location)
         # Checked before the hooks see the file (they index it); extracted after them, since
         # hooks such as EMAHook swap weights in after_load_checkpoint.
         state_dict_of(checkpoint, filename)
         if self._resuming:
-            _check_training_state(checkpoint, filename)
+            check_training_state(checkpoint, filename)
         self.call_hook('after_load_checkpoint', checkpoint=checkpoint)
         state_dict = state_dict_of(checkpoint, filename)
         for pattern, replacement in revise_keys:
@@ -215,35 +246,49 @@ def build_runner(cfg: Config) -> Any:
 def discard_run_folder_on_input_error(work_dir: str) -> Iterator[RunRecord]:
     """Removes what this run made in ``work_dir`` if it is refused before it started working.
 
-    The runner makes a dated log folder as soon as it is built; a run refused for its
-    checkpoint (found only when the runner loads it) or a config part that does not build must
-    not leave that behind. Only this run's own log folder is removed (another run's files in the
-    same folder are never touched), and ``work_dir`` itself only if this run created it and
-    nothing else is in it. Once the inputs passed (:attr:`RunRecord.inputs_passed`), an error
-    keeps the folder: its log is the record of the work done.
+    The runner makes a dated log folder as soon as it is built; a run refused for a config part
+    that only the runner builds (a dataloader, a scheduler; :mod:`.preflight` checks the rest
+    before the runner) must not leave that behind. Only this run's own log folder is removed
+    (another run's files in the same folder are never touched), and ``work_dir`` and the
+    parents this run created only while nothing else is in them. Once the inputs passed
+    (:attr:`RunRecord.inputs_passed`), an error keeps the folder: its log is the record of the
+    work done.
 
     Yields:
         The run's :class:`RunRecord`, filled in by :class:`StrictLoadMixin`.
     """
-    existed = osp.isdir(work_dir)
-    before = set(os.listdir(work_dir)) if existed else set()
+    # MMEngine's runner makes its folders under the absolute path of work_dir.
+    work_dir = osp.abspath(work_dir)
+    created = _missing_folders(work_dir)
+    before = set(os.listdir(work_dir)) if not created else set()
     record = RunRecord()
     token = _ACTIVE_RUN.set(record)
     try:
         yield record
     except InputError:
         if not record.inputs_passed:
-            _discard(work_dir, record, existed, before)
+            _discard(work_dir, record, created, before)
         raise
     finally:
         _ACTIVE_RUN.reset(token)
 
 
-def _discard(work_dir: str, record: RunRecord, existed: bool, before: set[str]) -> None:
-    log_dir = record.log_dir
-    if log_dir and osp.dirname(osp.normpath(log_dir)) == osp.normpath(work_dir) \
+def _missing_folders(path: str) -> list[str]:
+    """``path`` and its ancestors that do not exist yet, innermost first (what a run creates)."""
+    missing = []
+    while not osp.isdir(path) and osp.dirname(path) != path:
+        missing.append(path)
+        path = osp.dirname(path)
+    return missing
+
+
+def _discard(work_dir: str, record: RunRecord, created: list[str], before: set[str]) -> None:
+    log_dir = record.log_dir and osp.abspath(record.log_dir)
+    if log_dir and osp.dirname(log_dir) == work_dir \
             and osp.basename(log_dir) not in before:
         shutil.rmtree(log_dir, ignore_errors=True)
-    if not existed:
-        with contextlib.suppress(OSError):  # not empty: another run's files are in it
-            os.rmdir(work_dir)
+    for folder in created:  # ./work_dirs/<config> and ./work_dirs, if this run made them
+        try:
+            os.rmdir(folder)
+        except OSError:  # not empty: another run's files are in it
+            break

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from repnext_mm.datasets.checks import quick_problem
 from repnext_mm.utils.errors import InputError
 from repnext_mm.utils.fileio import IMAGE_SUFFIXES, atomic_write_bytes
 
@@ -30,12 +31,23 @@ def collect_images(inputs: str | os.PathLike) -> list[Path]:
 
     Raises:
         InputError: ``inputs`` does not exist, is a file that is not an image, or is a folder
-            without images.
+            without images; an image is empty or does not start like an image.
     """
     path = Path(inputs)
     images = _list_images(path)
     _check_distinct_stems(images)
+    _check_readable(images)
     return images
+
+
+def _check_readable(images: list[Path]) -> None:
+    """Every image is a non-empty file that starts like an image (the Inferencers would stop
+    with a traceback at the first that OpenCV cannot read)."""
+    for image in images:
+        problem = quick_problem(str(image))
+        if problem:
+            raise InputError(f'input image {image} {problem}; replace it with an image, or '
+                             'remove it from the inputs. Nothing was written.')
 
 
 def _list_images(path: Path) -> list[Path]:

@@ -5,8 +5,9 @@ written under a temporary name beside its destination and then renamed over it w
 ``os.replace``, which is atomic within one file system: a reader, or a later ``--resume``, sees
 the previous output or the whole new one, never a part.
 
-Temporary names follow one scheme, ``.{name}.{8 hex digits}.tmp{suffix}`` (``suffix`` is the
-destination's own, e.g. ``.epoch_3.pth.1f0c9a2e.tmp.pth``):
+Temporary names follow one scheme, ``.{name}.{8 hex digits}.pid{pid}-{host}.tmp{suffix}``
+(``pid`` is the writer's process, ``host`` 8 hex digits of its machine's name, ``suffix`` the
+destination's own, e.g. ``.epoch_3.pth.1f0c9a2e.pid4242-5d41402a.tmp.pth``):
 
 * hidden (leading dot), so ``glob.glob('*.pth')``, shell globs and
   :func:`repnext_mm.engine.resume.latest_checkpoint` skip it, and MMEngine's checkpoint discovery
@@ -14,9 +15,15 @@ destination's own, e.g. ``.epoch_3.pth.1f0c9a2e.tmp.pth``):
 * in the destination's directory, so the rename never crosses a file system;
 * ending in the destination's suffix, because some writers choose the format by it (coremltools
   only saves an ML program to a ``.mlpackage`` path);
-* recognisable per destination: a process killed during a write (SIGKILL, power loss) leaves its
-  temporary behind, and the next successful write of the same destination removes it
-  (:func:`remove_stale_temporaries`).
+* owned: a process killed during a write (SIGKILL, power loss) leaves its temporary behind;
+  every later write into that folder, and every tool's output check of it
+  (:func:`check_output_path`, :func:`check_output_dir`), removes the temporaries whose writer is
+  a process of this machine that no longer runs (:func:`remove_orphaned_temporaries`), and
+  the next successful write of the same destination also those untouched for a while
+  (:func:`remove_stale_temporaries`: a writer on another machine, or one from before the
+  scheme). A tool stopped by SIGTERM removes its temporaries itself
+  (:func:`remove_active_temporaries`, called by :func:`repnext_mm.cli.run_cli`'s handler); a
+  Ctrl-C unwinds through :func:`atomic_write`'s own cleanup.
 
 Files are created with ``open()``, so they get the usual mode (``0o666`` minus the umask), not the
 ``0o600`` of :func:`tempfile.mkstemp`. Bytes written by this module are fsynced before the rename.
@@ -29,7 +36,9 @@ import os
 import re
 import secrets
 import shutil
+import socket
 import time
+import zlib
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Literal
 
@@ -48,15 +57,92 @@ OutputKind = Literal['file', 'dir']
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
 
 
+#: The owner part of a temporary's name (``pid{pid}-{host}``), parsed back by the sweep.
+_OWNER_MARK = '.pid'
+_ORPHAN_NAME = re.compile(r'\.(?P<name>.+)\.[0-9a-f]{8}\.pid(?P<pid>\d+)-(?P<host>[0-9a-f]{8})'
+                          r'\.tmp(?P<suffix>.*)')
+#: Temporaries being written by this process (path -> owner pid), for the SIGTERM cleanup.
+_ACTIVE_TEMPORARIES: dict[Path, int] = {}
+
+
+def _host_tag() -> str:
+    return f'{zlib.crc32(socket.gethostname().encode()):08x}'
+
+
 def temporary_path(path: str | os.PathLike) -> Path:
-    """A fresh temporary sibling of ``path``: ``.{name}.{8 hex}.tmp{suffix}`` (see module doc)."""
+    """A fresh temporary sibling of ``path``: ``.{name}.{8 hex}.pid{pid}-{host}.tmp{suffix}``
+    (see the module docstring)."""
     path = Path(path)
-    return path.parent / f'.{path.name}.{secrets.token_hex(4)}.tmp{path.suffix}'
+    return path.parent / (f'.{path.name}.{secrets.token_hex(4)}.pid{os.getpid()}-{_host_tag()}'
+                          f'.tmp{path.suffix}')
 
 
 def _temporary_name_pattern(path: Path) -> re.Pattern[str]:
-    # Matches exactly the names temporary_path(path) produces, and no other destination's.
-    return re.compile(rf'\.{re.escape(path.name)}\.[0-9a-f]{{8}}\.tmp{re.escape(path.suffix)}')
+    # Matches exactly the names temporary_path(path) produces (and those of the scheme before
+    # the owner part), and no other destination's.
+    return re.compile(rf'\.{re.escape(path.name)}\.[0-9a-f]{{8}}(?:\.pid\d+-[0-9a-f]{{8}})?'
+                      rf'\.tmp{re.escape(path.suffix)}')
+
+
+def _process_is_gone(pid: int) -> bool:
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists, another user's
+        return False
+    return False
+
+
+def remove_orphaned_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Removes the temporaries in ``folder`` whose writer, a process of this machine, is gone.
+
+    Any destination's: a write killed by SIGKILL never cleans up, and its destination may never
+    be written again. A temporary of a running process (or of another machine) is kept.
+    Errors are ignored (cleaning up never fails the caller).
+
+    Returns:
+        The temporaries that were removed.
+    """
+    folder = Path(folder)
+    try:
+        names = [name for name in os.listdir(folder) if name.startswith('.')
+                 and _OWNER_MARK in name]
+    except OSError:
+        return []
+    return _remove_orphans(folder, names)
+
+
+def _remove_orphans(folder: Path, names: list[str]) -> list[Path]:
+    host, removed = _host_tag(), []
+    for name in names:
+        match = _ORPHAN_NAME.fullmatch(name)
+        if (match is None or match['host'] != host
+                or Path(match['name']).suffix != match['suffix']
+                or not _process_is_gone(int(match['pid']))):
+            continue
+        candidate = folder / name
+        try:
+            _remove(candidate)
+            removed.append(candidate)
+        except OSError:  # vanished meanwhile (another cleaner), or not ours to delete
+            continue
+    return removed
+
+
+def remove_active_temporaries() -> list[Path]:
+    """Removes the temporaries this process is writing now (a tool stopped by SIGTERM: no
+    ``finally`` runs then). Only this process's: a forked child shares the table, not the
+    files."""
+    removed = []
+    for tmp, owner in list(_ACTIVE_TEMPORARIES.items()):
+        if owner == os.getpid() and (tmp.exists() or tmp.is_symlink()):
+            with contextlib.suppress(OSError):
+                _remove(tmp)
+                removed.append(tmp)
+    return removed
 
 
 def _last_modified(path: Path) -> float:
@@ -85,20 +171,24 @@ def remove_stale_temporaries(path: str | os.PathLike,
     process writing the same destination now (deleting it would fail that write). Errors are
     ignored, since cleaning up must never fail the write that triggered it.
 
+    Temporaries of any destination in the folder whose writer is gone are removed too
+    (:func:`remove_orphaned_temporaries`).
+
     Returns:
         The temporaries that were removed.
     """
     path = Path(path)
     pattern = _temporary_name_pattern(path)
     prefix = f'.{path.name}.'
-    removed = []
     try:
         # Runs after every write, so it must stay cheap in folders of many files (a data set):
-        # os.listdir and a prefix test are C-speed; the pattern only sees the few candidates.
-        names = [name for name in os.listdir(path.parent)
-                 if name.startswith(prefix) and pattern.fullmatch(name)]
+        # os.listdir and a prefix test are C-speed; the patterns only see the few candidates.
+        hidden = [name for name in os.listdir(path.parent) if name.startswith('.')]
     except OSError:
-        return removed
+        return []
+    removed = _remove_orphans(path.parent, [name for name in hidden if _OWNER_MARK in name])
+    names = [name for name in hidden if name.startswith(prefix) and pattern.fullmatch(name)
+             and path.parent / name not in removed]
     now = time.time()
     for candidate in (path.parent / name for name in names):
         try:
@@ -140,6 +230,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     """
     path = Path(path)
     tmp = temporary_path(path)
+    _ACTIVE_TEMPORARIES[tmp] = os.getpid()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -153,6 +244,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
             else:
                 os.replace(tmp, path)
         finally:
+            _ACTIVE_TEMPORARIES.pop(tmp, None)
             if tmp.exists() or tmp.is_symlink():  # the write failed: leave no temporary behind
                 with contextlib.suppress(OSError):  # keep the write's own exception
                     _remove(tmp)
@@ -310,6 +402,7 @@ def check_output_path(path: str | os.PathLike, force: bool, flag: str = '--force
         raise InputError(f'{path} already exists; pass {flag} to overwrite it, or choose another '
                          'output path. Nothing was written.')
     parent = path.parent
+    remove_orphaned_temporaries(parent)
     if not parent.is_dir():
         existing, where = _file_in_the_way(parent)
         if existing.is_dir():
@@ -380,4 +473,5 @@ def check_output_dir(path: str | os.PathLike, what: str) -> Path:
         raise InputError(f'{what} {path} {where}; choose a folder path (or move the file away). '
                          'Nothing was written.')
     _require_writable(existing, f'{what} {path}')
+    remove_orphaned_temporaries(path)
     return path

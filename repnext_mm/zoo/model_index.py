@@ -202,13 +202,17 @@ def register_mmpretrain_models(root: Path | None = None) -> list[str]:
         warnings.warn(f'repnext_mm models are not registered with mmpretrain: {error}')
         return []
     taken = [name for name in names if ModelHub.has(name)]
-    if metafile is None or not names or _all_ours(ModelHub, taken, names, root):
+    if metafile is None or not names:
+        return []
+    if _all_ours(ModelHub, taken, names, root):
+        install_strict_get_model(names)  # idempotent
         return []
     if taken:
         warnings.warn(f'repnext_mm models are not registered with mmpretrain: the names '
                       f'{", ".join(taken)} are taken by other models of its hub')
         return []
     ModelHub.register_model_index(metafile, config_prefix=root)
+    install_strict_get_model(names)
     return names
 
 
@@ -227,3 +231,107 @@ def _same_file(registered: object, config: Path) -> bool:
         return Path(str(path)).resolve() == config.resolve()
     except (OSError, TypeError):
         return False
+
+
+# --------------------------------------------------------------------------------------------
+# Loading our models' weights in mmpretrain.get_model: strictly, the authors' files converted
+# --------------------------------------------------------------------------------------------
+#: The zoo names whose ``get_model`` loads strictly (filled by :func:`install_strict_get_model`).
+_STRICT_NAMES: set[str] = set()
+
+
+def install_strict_get_model(names: list[str]) -> None:
+    """Makes ``mmpretrain.get_model(name, pretrained=...)`` (and the Inferencers built by name)
+    load the weights of the zoo's ``names`` strictly (:func:`load_zoo_weights`).
+
+    mmpretrain loads with MMEngine's ``load_checkpoint(strict=False)``: a detector's or a
+    ResNet's checkpoint "loads" with a warning and the model keeps random weights, and the
+    authors' files fail inside ``torch.load``. Other models keep mmpretrain's behaviour. The
+    function is replaced where mmpretrain's modules hold it (``mmpretrain.get_model``,
+    ``mmpretrain.apis``, the Inferencers' base); idempotent.
+    """
+    import sys
+
+    from mmpretrain.apis import model as model_module
+
+    _STRICT_NAMES.update(names)
+    original = getattr(model_module.get_model, '__wrapped__', model_module.get_model)
+    if getattr(model_module.get_model, '_repnext_strict', False):
+        return
+    strict = _strict_get_model(original)
+    for module in list(sys.modules.values()):
+        if getattr(module, '__name__', '').startswith('mmpretrain') and \
+                getattr(module, 'get_model', None) is original:
+            module.get_model = strict
+
+
+def _strict_get_model(original):
+    @functools.wraps(original)
+    def get_model(model, pretrained=False, device=None, device_map=None, offload_folder=None,
+                  url_mapping=None, **kwargs):
+        name = model.lower() if isinstance(model, str) else None
+        if name not in _STRICT_NAMES or pretrained is False or pretrained is None:
+            return original(model, pretrained, device=device, device_map=device_map,
+                            offload_folder=offload_folder, url_mapping=url_mapping, **kwargs)
+        weights = zoo_models()[name].weights if pretrained is True else str(pretrained)
+        if weights is None:
+            raise InputError(f'{name} has no published weights; pass pretrained=PATH (a '
+                             'checkpoint of its config) or pretrained=False for random weights')
+        if url_mapping is not None:
+            import re
+            weights = re.sub(url_mapping[0], url_mapping[1], weights)
+        built = original(model, False, **kwargs)
+        dataset_meta = load_zoo_weights(built, weights, name)
+        if dataset_meta:
+            built._dataset_meta = dataset_meta
+        if device_map is not None:
+            from mmpretrain.apis.utils import dispatch_model
+            built = dispatch_model(built, device_map=device_map, offload_folder=offload_folder)
+        elif device is not None:
+            built.to(device)
+        return built.eval()
+
+    get_model._repnext_strict = True
+    return get_model
+
+
+def load_zoo_weights(model, weights: str, name: str) -> dict:
+    """Loads ``weights`` (a file or an address) into the zoo model ``name``, every entry.
+
+    A checkpoint of this package (``tools/train.py``, the deploy tools, a release address,
+    which comes converted) is read safely; a local copy of one of the authors' files is
+    converted as its address would be. The loading is
+    :func:`~repnext_mm.apis.checkpoint.load_state_dict_checked`'s.
+
+    Returns:
+        The checkpoint's ``dataset_meta`` (``{}`` if it records none).
+
+    Raises:
+        InputError: Unreadable, not a checkpoint, or weights that do not fit the model.
+    """
+    from repnext_mm.apis.checkpoint import (is_torchscript, load_state_dict_checked,
+                                            looks_fused, read_checkpoint, state_dict_of)
+    from repnext_mm.apis.inputs import is_local_path
+    from repnext_mm.deploy.convert.keys import AUTHOR_STEM_KEY
+
+    local = is_local_path(weights)
+    checkpoint = None if local and is_torchscript(weights) else read_checkpoint(weights)
+    state_dict = state_dict_of(checkpoint, weights) if checkpoint is not None else {}
+    meta = checkpoint.get('meta') if isinstance(checkpoint, dict) else None
+    if local and (checkpoint is None or AUTHOR_STEM_KEY in state_dict):
+        from repnext_mm.deploy.convert.official import convert_source
+        from repnext_mm.deploy.convert.source import read_source
+
+        source = read_source(weights)
+        state_dict = convert_source(source, 'model').state_dict
+        meta = dict(dataset_meta=dict(classes=tuple(source.info['classes']))) \
+            if 'classes' in source.info else None
+    hint = (f'Pass weights of {name} (trained with its config), or the zoo name of the model '
+            'they belong to.')
+    if looks_fused(state_dict) and not looks_fused(model.state_dict()):
+        hint = (f'They are fused (deploy) weights: build the fused model with '
+                f"get_model('{name}', pretrained=..., backbone=dict(deploy=True), "
+                'head=dict(deploy=True)).')
+    load_state_dict_checked(model, state_dict, weights, hint=hint)
+    dataset_meta = meta.get('dataset_meta') if isinstance(meta, dict) else None
+    return dict(dataset_meta) if isinstance(dataset_meta, dict) else {}

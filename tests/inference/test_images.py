@@ -2,13 +2,19 @@
 before any work, and outputs published file by file."""
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from repnext_mm.inference import images
 from repnext_mm.utils.errors import InputError
 
 
-def _touch(path, data=b'x'):
+#: The first bytes of a PNG: what the input check reads of each image.
+PNG_HEAD = b'\x89PNG\r\n\x1a\n' + b'\x00' * 24
+
+
+def _touch(path, data=PNG_HEAD):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     return path
@@ -63,3 +69,16 @@ def test_publish_moves_every_file_and_keeps_the_others(tmp_path):
     assert (out / 'vis' / 'a.png').read_bytes() == b'new'
     assert (out / 'mine.txt').read_bytes() == b'keep'
     assert sorted(p.name for p in (out / 'vis').iterdir()) == ['a.png']  # no temporary left
+
+
+@pytest.mark.parametrize('data, problem', [
+    (b'', 'is empty (0 bytes)'),
+    (b'a text file renamed to look like an image', 'is not an image: it starts with'),
+])
+def test_an_image_that_cannot_be_read_is_refused_before_any_work(tmp_path, data, problem):
+    _touch(tmp_path / 'a.png')
+    bad = _touch(tmp_path / 'b.jpg', data)
+    for inputs in (bad, tmp_path):
+        with pytest.raises(InputError, match=re.escape(f'input image {bad} {problem}')
+                           + '.*Nothing was written'):
+            images.collect_images(inputs)

@@ -17,9 +17,10 @@ from repnext_mm.utils.errors import InputError, OutputWriteError
 from repnext_mm.utils.fileio import (STALE_TEMPORARY_AGE_S, atomic_torch_save, atomic_write,
                                      atomic_write_bytes, atomic_write_json, atomic_write_text,
                                      check_output_dir, check_output_path,
-                                     remove_stale_temporaries, temporary_path)
+                                     remove_orphaned_temporaries, remove_stale_temporaries,
+                                     temporary_path)
 
-TEMPORARY_NAME = re.compile(r'\.out\.pth\.[0-9a-f]{8}\.tmp\.pth')
+TEMPORARY_NAME = re.compile(r'\.out\.pth\.[0-9a-f]{8}\.pid\d+-[0-9a-f]{8}\.tmp\.pth')
 
 
 def age(path: Path, seconds: float = 2 * STALE_TEMPORARY_AGE_S) -> Path:
@@ -404,3 +405,72 @@ class TestWriteErrors:
                                  fix='free space or choose another --work-dir')
         copy = pickle.loads(pickle.dumps(error))
         assert (str(copy), copy.errno, copy.filename) == (str(error), 28, '/x/out.pth')
+
+
+class TestOrphanedTemporaries:
+    """A writer that is gone (its pid no longer runs on this machine) leaves no temporary for
+    long: the next write into the folder, or the next tool's output check, removes it."""
+
+    @staticmethod
+    def killed_writer(target: Path, signum: int, cli: bool = False) -> int:
+        """Forks a child that starts writing ``target`` and is killed by ``signum`` mid-write;
+        returns its wait status."""
+        ready = target.parent / 'ready.flag'
+        pid = os.fork()
+        if pid == 0:  # child: never returns into pytest
+            try:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+                def writer(tmp: Path) -> None:
+                    tmp.write_bytes(b'partial')
+                    os.replace(_touch(target.parent / '.ready.tmp'), ready)
+                    if signum == signal.SIGKILL:
+                        os.kill(os.getpid(), signal.SIGKILL)
+                    time.sleep(60)  # the parent sends SIGTERM meanwhile
+
+                from repnext_mm.cli import run_cli
+                if cli:
+                    run_cli(lambda argv: atomic_write(target, writer))
+                else:
+                    atomic_write(target, writer)
+            finally:
+                os._exit(1)
+        if signum != signal.SIGKILL:
+            deadline = time.time() + 30
+            while not ready.exists() and time.time() < deadline:
+                time.sleep(0.01)
+            os.kill(pid, signum)
+        _, status = os.waitpid(pid, 0)
+        ready.unlink(missing_ok=True)
+        return status
+
+    @pytest.mark.skipif(not hasattr(os, 'fork'), reason='needs os.fork')
+    @pytest.mark.own_process  # it forks and signals
+    def test_a_killed_writer_leaves_nothing_for_long(self, tmp_path):
+        target = tmp_path / 'model.fused.pth'
+        # SIGTERM: a tool removes its temporary and still dies of the signal.
+        status = self.killed_writer(target, signal.SIGTERM, cli=True)
+        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM
+        assert os.listdir(tmp_path) == []
+        # SIGKILL: nothing can run; the temporary names its dead writer ...
+        status = self.killed_writer(target, signal.SIGKILL)
+        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+        [orphan] = os.listdir(tmp_path)
+        assert orphan.startswith('.model.fused.pth.') and '.pid' in orphan
+        # ... and any tool's next check of the folder removes it, for any output of its own;
+        # a live writer's temporary (this process's, of another destination) is kept.
+        live = temporary_path(tmp_path / 'other.pth')
+        live.write_bytes(b'being written')
+        check_output_path(tmp_path / 'unrelated.onnx', force=False)
+        assert sorted(os.listdir(tmp_path)) == [live.name]
+
+    def test_another_machines_temporary_is_left_to_the_age_rule(self, tmp_path):
+        name = '.a.pth.0123abcd.pid999999-00000000.tmp.pth'  # not this host's tag
+        (tmp_path / name).write_bytes(b'x')
+        assert remove_orphaned_temporaries(tmp_path) == []
+        assert os.listdir(tmp_path) == [name]
+
+
+def _touch(path: Path) -> Path:
+    path.write_bytes(b'')
+    return path

@@ -160,6 +160,7 @@ def test_without_mmpretrain_nothing_is_registered(monkeypatch):
 
 def test_get_model_and_the_inferencer_by_name(trained_checkpoints, shapes_data):
     import mmpretrain
+    from mmengine.registry import DefaultScope
     from mmpretrain import ImageClassificationInferencer
 
     from repnext_mm.apis.checkpoint import read_checkpoint
@@ -171,10 +172,13 @@ def test_get_model_and_the_inferencer_by_name(trained_checkpoints, shapes_data):
     expected = read_checkpoint(checkpoint)['state_dict']
     assert all(torch.equal(value, expected[key]) for key, value in model.state_dict().items())
 
-    inferencer = ImageClassificationInferencer('repnext_m0_shapes', pretrained=str(checkpoint),
-                                               device='cpu')
-    image = next((shapes_data / 'imagenet/val/star').iterdir())
-    result, = inferencer(str(image))
+    # mmpretrain's inferencer builds its pipeline in the current default scope, which a session
+    # fixture run earlier in this process (another library's tool) may have set.
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        inferencer = ImageClassificationInferencer('repnext_m0_shapes',
+                                                   pretrained=str(checkpoint), device='cpu')
+        image = next((shapes_data / 'imagenet/val/star').iterdir())
+        result, = inferencer(str(image))
     assert result['pred_class'] in ('circle', 'square', 'star', 'triangle')
     assert result['pred_scores'].shape == (4,)
 

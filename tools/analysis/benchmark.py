@@ -1,7 +1,7 @@
 """Latency / throughput of fused vs unfused RepNeXt models, with params and GMACs.
 
 Examples:
-    # the README table: M0-M5 backbones at 512x512, batch 1, torch and onnxruntime on this CPU
+    # docs/benchmark_cpu.md: M0-M5 backbones at 512x512, batch 1, torch and onnxruntime on this CPU
     python tools/analysis/benchmark.py --arch m0 m1 m2 m3 m4 m5 --shape 512 512 \\
         --backend torch onnxruntime --out benchmark_cpu.json
 

@@ -28,12 +28,12 @@ from __future__ import annotations
 
 import os
 import re
-import zipfile
 from typing import Any, Mapping
 
 import torch
 from torch import Tensor, nn
 
+from repnext_mm.apis.checkpoint import is_torchscript  # noqa: F401  (read here by the converter)
 from repnext_mm.models.backbones.repnext import Downsample, RepNeXt
 from repnext_mm.models.layers.reparam import bn_affine
 from repnext_mm.utils.errors import InputError
@@ -71,17 +71,6 @@ def map_fused_key(key: str) -> str | None:
     if match := _HEAD.fullmatch(key):
         return f'head.fc.{match["param"]}'
     return None
-
-
-def is_torchscript(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a TorchScript archive (a zip with ``constants.pkl`` and ``code/``)."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
-    except (zipfile.BadZipFile, OSError):
-        return False
-    return (any(name.endswith('/constants.pkl') for name in names)
-            and any('/code/' in name for name in names))
 
 
 def read_torchscript(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[str, float]]:
