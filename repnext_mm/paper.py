@@ -114,3 +114,84 @@ def repnext_top1(distilled: bool = True) -> dict[str, float]:
     top1 = {arch: result.top1 if distilled else result.top1_plain
             for arch, result in REPNEXT_CLASSIFIERS.items()}
     return {arch: value for arch, value in top1.items() if value is not None}
+
+
+@dataclass(frozen=True)
+class AblationResult:
+    """One row of the paper's Table 5 (ImageNet-1K, 120 epochs, no distillation).
+
+    Attributes:
+        params_m: Parameters in millions (the paper's column).
+        iphone12_ms: Latency on an iPhone 12 (ms).
+        iphone12_std_ms: The ``\\pm`` spread of that latency (ms).
+        rtx3090_images_per_s: Throughput on an RTX 3090 (images/s).
+        top1: Top-1 (%) after 120 epochs.
+        variant: The row's "Variant" cell.
+    """
+
+    params_m: float
+    iphone12_ms: float
+    iphone12_std_ms: float
+    rtx3090_images_per_s: int
+    top1: float
+    variant: str
+
+
+#: Table 5, the RepNeXt-M1 rows, by the ``design`` preset of ``RepNeXt`` that builds each one,
+#: in the table's order. ``'no_srp'`` is the table's baseline ("None (RepNeXt-M1)": M1 without
+#: SRP, Section 4.3); ``'repnext'`` its last row, the released M1 design.
+ABLATION_M1_120E: dict[str, AblationResult] = {
+    'no_srp': AblationResult(4.82, 0.86, 0.03, 3885, 75.34, 'None (RepNeXt-M1)'),
+    'conv3x3_downsample': AblationResult(4.89, 0.87, 0.04, 4078, 74.45,
+                                         'simple 3x3 convolution downsample'),
+    'no_small_kernel': AblationResult(4.81, 0.85, 0.03, 4017, 75.22, 'remove small kernel'),
+    'no_medium_kernel': AblationResult(4.77, 0.85, 0.03, 4341, 75.25, 'remove medium kernel'),
+    'no_large_kernel': AblationResult(4.79, 0.84, 0.03, 4332, 75.22, 'remove large kernel'),
+    'medium_5x5_3x3': AblationResult(4.82, 0.86, 0.03, 3885, 75.62,
+                                     'medium: add 5x5 and 3x3 kernels'),
+    'medium_5x3_3x5': AblationResult(4.82, 0.86, 0.03, 3885, 75.69,
+                                     'medium: 5x5 and 3x3 -> 5x3 and 3x5 kernels'),
+    'medium_strips': AblationResult(4.82, 0.86, 0.03, 3885, 75.71,
+                                    'medium: add sequential 1x7, 7x1 and 1x5, 5x1 kernels'),
+    'small_serial': AblationResult(4.82, 0.86, 0.03, 3885, 75.84,
+                                   'small: add sequential 1x3, 3x1 and dilated 2x2 kernels'),
+    'repnext': AblationResult(4.82, 0.86, 0.03, 3885, 75.97,
+                              'small: sequential 1x3, 3x1 -> parallel'),
+}
+
+#: Table 5, the RepViT rows: RepViT-M0.9 and the same network with RepNeXt's downsample layer.
+ABLATION_REPVIT_120E: dict[str, AblationResult] = {
+    'repvit_m0_9': AblationResult(5.07, 0.89, 0.01, 4817, 75.19, 'None (RepViT-M0.9)'),
+    'repvit_m0_9_repnext_downsample': AblationResult(4.99, 0.89, 0.01, 4731, 75.32,
+                                                     "Downsample -> RepNeXt's Downsample"),
+}
+
+
+@dataclass(frozen=True)
+class ReadmeResult:
+    """A classifier the authors list in their README only (not in the paper).
+
+    Attributes:
+        params_m: Parameters in millions.
+        gmacs: Multiply-accumulates (G) at 224x224.
+        iphone12_ms: Latency on an iPhone 12 (ms).
+        top1: Top-1 (%) without distillation.
+        top1_distilled: Top-1 (%) with hard distillation from RegNetY-16GF.
+    """
+
+    params_m: float
+    gmacs: float
+    iphone12_ms: float
+    top1: float
+    top1_distilled: float
+
+
+#: The single-branch models M0E-M2E of the authors' README ("Models under the StarNet training
+#: strategy", github suous/RepNeXt, commit f515377): every block's SRP branches replaced by the
+#: one depthwise conv they fuse into, trained as such (300 epochs, StarNet's recipe).
+README_SINGLE_BRANCH: dict[str, ReadmeResult] = {
+    'm0': ReadmeResult(2.5, 0.5, 0.62, 73.9, 75.6),
+    'm1': ReadmeResult(5.3, 1.0, 0.89, 77.7, 79.5),
+    'm2': ReadmeResult(7.0, 1.3, 1.04, 78.8, 80.6),
+}
+README_URL = 'https://github.com/suous/RepNeXt#models-under-the-starnet-training-strategy'

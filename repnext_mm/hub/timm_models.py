@@ -17,6 +17,17 @@ through :mod:`.timm_weights`): ``pretrained=True`` downloads the tag's file (int
 ImageNet release, and ``dict(file=PATH, custom_load=True)`` also the fused TorchScript
 classifier (into a model built with ``deploy=True``). Of a file with EMA weights the raw ones
 are read, as the authors evaluated.
+
+The archs take timm's standard model arguments, as timm's ``train.py``, ``validate.py`` and
+``benchmark.py`` pass them: ``drop_rate``, ``drop_path_rate``, ``global_pool``,
+``bn_momentum``, ``bn_eps``, ``drop_block_rate`` (0 only) and ``create_model``'s
+``scriptable`` (see :class:`~.timm_classifier.RepNeXtTimm`; ``docs/timm.md``), and the
+backbone's ``design`` (``timm.create_model('repnext_m1', design='no_srp')``: the paper's
+ablation designs, untrained; pretrained weights are of the default ``'repnext'``).
+
+``repnext_m0e`` .. ``repnext_m2e`` are the authors' single-branch equivalents M0E-M2E
+(``design='single_branch'``: each token mixer one large depthwise kernel), without weights: the
+authors released none.
 """
 from __future__ import annotations
 
@@ -26,15 +37,13 @@ import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import register_notrace_module
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
-from timm.models._builder import resolve_pretrained_cfg
 
 from repnext_mm import releases
 from repnext_mm.apis.checkpoint import checkpoint_allowed_types
 from repnext_mm.models.backbones.repnext import RepDWConvM, RepDWConvS
 from repnext_mm.paper import PAPER_TITLE
 from .timm_classifier import RepNeXtTimm
-from .timm_weights import checkpoint_filter_fn
-from .weights import fetch_release, is_release_url
+from .timm_weights import checkpoint_filter_fn, prepare_pretrained
 
 __all__ = ['RepNeXtTimm', 'checkpoint_filter_fn', 'default_cfgs']
 
@@ -58,8 +67,27 @@ def _cfg(release: releases.ImageNetRelease) -> dict[str, Any]:
         paper_ids=releases.PAPER_ID, paper_name=PAPER_TITLE, origin_url=releases.ORIGIN_URL)
 
 
-default_cfgs = generate_default_cfgs(
-    {f'repnext_{release.arch}.{release.tag}': _cfg(release) for release in releases.IMAGENET})
+#: The archs of the authors' single-branch models (``repnext_{arch}e``).
+SINGLE_BRANCH_ARCHS = ('m0', 'm1', 'm2')
+
+
+def _single_branch_cfg(arch: str) -> dict[str, Any]:
+    """No weights; evaluated as the StarNet-recipe release of the same arch (that recipe
+    trained M0E-M2E)."""
+    release = next(r for r in releases.IMAGENET if r.arch == arch and r.recipe == 'starnet')
+    return dict(
+        num_classes=1000, input_size=(3, 224, 224), pool_size=(7, 7),
+        crop_pct=release.crop_pct, interpolation=release.interpolation,
+        mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD,
+        first_conv=FIRST_CONV, classifier=CLASSIFIER, license=releases.LICENSE,
+        description=(f'RepNeXt-{arch.upper()}E, the single-branch equivalent of '
+                     f'RepNeXt-{arch.upper()} (design="single_branch"); no released weights'),
+        paper_ids=releases.PAPER_ID, paper_name=PAPER_TITLE, origin_url=releases.ORIGIN_URL)
+
+
+default_cfgs = generate_default_cfgs({
+    **{f'repnext_{release.arch}.{release.tag}': _cfg(release) for release in releases.IMAGENET},
+    **{f'repnext_{arch}e': _single_branch_cfg(arch) for arch in SINGLE_BRANCH_ARCHS}})
 
 # torch.fx (timm's feature extraction and graph tests) keeps the SRP convolutions whole: their
 # merged training form builds its kernel with Python shape arithmetic, which fx cannot trace.
@@ -71,6 +99,10 @@ for _module in (RepDWConvS, RepDWConvM):
 # The registered archs
 # ----------------------------------------------------------------------------------------------
 def _create(arch: str, pretrained: bool = False, **kwargs: Any) -> RepNeXtTimm:
+    design = kwargs.get('design', 'repnext')
+    if pretrained and design != 'repnext':
+        raise ValueError(f"design={design!r}: the released weights are of design 'repnext'; "
+                         f"build repnext_{arch} with pretrained=False or without design")
     if pretrained:  # the releases keep their training arguments, an argparse.Namespace
         torch.serialization.add_safe_globals(checkpoint_allowed_types())
         _fetch_checked(f'repnext_{arch}', kwargs)
@@ -81,6 +113,19 @@ def _create(arch: str, pretrained: bool = False, **kwargs: Any) -> RepNeXtTimm:
         arch=arch, **kwargs)
 
 
+def _create_single_branch(arch: str, pretrained: bool = False, **kwargs: Any) -> RepNeXtTimm:
+    name = f'repnext_{arch}e'
+    if pretrained:
+        raise ValueError(f'{name}: no pretrained weights exist (the authors released none for '
+                         'M0E-M2E); use pretrained=False')
+    if kwargs.setdefault('design', 'single_branch') != 'single_branch':
+        raise ValueError(f"design={kwargs['design']!r}: {name} is design 'single_branch'; for "
+                         f'another design build repnext_{arch}')
+    return build_model_with_cfg(
+        RepNeXtTimm, name, False, feature_cfg=dict(out_indices=(0, 1, 2, 3), feature_cls='getter'),
+        arch=arch, **kwargs)
+
+
 def _fetch_checked(name: str, kwargs: dict[str, Any]) -> None:
     """Downloads a release into torch hub's cache through the checked fetch before timm looks.
 
@@ -88,10 +133,7 @@ def _fetch_checked(name: str, kwargs: dict[str, Any]) -> None:
     traceback; this one is one error line and caches only a recognized checkpoint, and timm then
     finds the file there by its name.
     """
-    cfg = resolve_pretrained_cfg(name, pretrained_cfg=kwargs.get('pretrained_cfg'),
-                                 pretrained_cfg_overlay=kwargs.get('pretrained_cfg_overlay'))
-    if cfg.state_dict is None and not cfg.file and is_release_url(cfg.url or ''):
-        fetch_release(cfg.url)
+    prepare_pretrained(name, kwargs)  # also checks files and other addresses
 
 
 @register_model
@@ -128,3 +170,21 @@ def repnext_m4(pretrained: bool = False, **kwargs: Any) -> RepNeXtTimm:
 def repnext_m5(pretrained: bool = False, **kwargs: Any) -> RepNeXtTimm:
     """RepNeXt-M5: widths 80-640, depths 7, 7, 35, 2."""
     return _create('m5', pretrained, **kwargs)
+
+
+@register_model
+def repnext_m0e(pretrained: bool = False, **kwargs: Any) -> RepNeXtTimm:
+    """RepNeXt-M0E: M0 with single-branch token mixers (no released weights)."""
+    return _create_single_branch('m0', pretrained, **kwargs)
+
+
+@register_model
+def repnext_m1e(pretrained: bool = False, **kwargs: Any) -> RepNeXtTimm:
+    """RepNeXt-M1E: M1 with single-branch token mixers (no released weights)."""
+    return _create_single_branch('m1', pretrained, **kwargs)
+
+
+@register_model
+def repnext_m2e(pretrained: bool = False, **kwargs: Any) -> RepNeXtTimm:
+    """RepNeXt-M2E: M2 with single-branch token mixers (no released weights)."""
+    return _create_single_branch('m2', pretrained, **kwargs)

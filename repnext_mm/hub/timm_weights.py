@@ -20,13 +20,16 @@ from typing import Any, Mapping
 
 from torch import Tensor, nn
 
+from repnext_mm.apis.checkpoint import read_checkpoint
 from repnext_mm.deploy.convert.common import examples
+from repnext_mm.deploy.convert.fused import is_torchscript
 from repnext_mm.deploy.convert.keys import AUTHOR_STEM_KEY, OUR_STEM_KEY
 from repnext_mm.deploy.convert.official import convert_source
 from repnext_mm.deploy.convert.source import KINDS, Source, read_source
 from repnext_mm.models.backbones.repnext import RepNeXt
 from repnext_mm.models.utils.reparameterize import switch_to_deploy_all
 from repnext_mm.utils.errors import InputError
+from .weights import fetch_checked
 
 HEAD = 'head.'
 
@@ -120,3 +123,45 @@ def load_release(model: nn.Module, path: str | os.PathLike) -> None:
     wrong = [key for key in missing if not key.startswith(HEAD)] + list(unexpected)
     if wrong:
         raise InputError(f'{path} does not fit the model: {examples(wrong)}')
+
+
+def prepare_pretrained(name: str, kwargs: dict[str, Any]) -> None:
+    """Checks the pretrained file of ``timm.create_model(name, pretrained=True, **kwargs)``
+    before timm reads it, so that a bad one is one :class:`InputError` naming it and the fix.
+
+    timm reads a file or an address with ``torch.load(weights_only=True)``: a TorchScript file
+    (the fused release), a file that is no checkpoint, or a web page or a cut-short download
+    would each be torch's raw error (and timm would cache the bad download). Here:
+
+    - an address is downloaded with the release's checks (:func:`~.weights.fetch_checked`:
+      nothing but a recognized release is cached) and then read as a file;
+    - a TorchScript file is read by :func:`load_release` (timm's ``custom_load``), which loads it
+      into a fused model and says how to build one otherwise;
+    - any other file must read safely and be one of the releases.
+
+    Args:
+        name: The timm model name (``repnext_m0``).
+        kwargs: ``create_model``'s keywords; ``pretrained_cfg_overlay`` is completed in place.
+    """
+    from timm.models._builder import resolve_pretrained_cfg
+
+    cfg = resolve_pretrained_cfg(name, pretrained_cfg=kwargs.get('pretrained_cfg'),
+                                 pretrained_cfg_overlay=kwargs.get('pretrained_cfg_overlay'))
+    if cfg.state_dict is not None:
+        return
+    overlay = dict(kwargs.get('pretrained_cfg_overlay') or {})
+    path = cfg.file
+    if not path and cfg.url:
+        path = str(fetch_checked(cfg.url))
+        overlay['file'] = path
+    if not path:
+        return
+    if not os.path.isfile(path):
+        what = 'is a folder' if os.path.isdir(path) else 'does not exist'
+        raise InputError(f'pretrained file {path} {what}; pass one of the authors\' release files '
+                         "(pretrained_cfg_overlay=dict(file=PATH))")
+    if is_torchscript(path):
+        overlay['custom_load'] = True
+    elif not overlay.get('custom_load'):
+        loaded_source(read_checkpoint(path, mmap=True), path)  # readable, and a release
+    kwargs['pretrained_cfg_overlay'] = overlay

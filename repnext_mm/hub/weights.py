@@ -159,10 +159,15 @@ def _recognize(path: Path, url: str) -> Source:
     return source
 
 
-def _fetch(url: str) -> tuple[Path, Source | None]:
+def _fetch(url: str, name: str | None = None) -> tuple[Path, Source | None]:
     """The cached file of ``url`` (downloaded if absent) and, if it was downloaded now, its
-    recognized ``Source`` (``None`` for a file already cached)."""
-    cached = cache_dir() / release_filename(url)
+    recognized ``Source`` (``None`` for a file already cached).
+
+    Args:
+        url: The address.
+        name: The file's name in the cache (default: the release's name, checked).
+    """
+    cached = cache_dir() / (name or release_filename(url))
     if cached.is_file():
         return cached, None
     found: list[Source] = []
@@ -201,6 +206,22 @@ def fetch_release(url: str) -> Path:
             naming the URL and the manual route; nothing is left in the cache).
     """
     return _fetch(url)[0]
+
+
+def fetch_checked(url: str) -> Path:
+    """Any address of one of the authors' files (a mirror, a copy elsewhere), downloaded with the
+    checks of :func:`fetch_release` into the same cache under the address's file name.
+
+    Raises:
+        InputError: An address without a file name, or the download failed or is not one of the
+            releases (nothing is left in the cache).
+    """
+    if is_release_url(url):
+        return fetch_release(url)
+    name = urlparse(url).path.rsplit('/', 1)[-1]
+    if not name:
+        raise InputError(f'{url} names no file; pass the address of a checkpoint file')
+    return _fetch(url, name)[0]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -129,6 +129,7 @@ class ConfigInfo:
     input_size: tuple[int, int]
     epochs: int | None
     iterations: int | None
+    design: str = 'repnext'  # the backbone's ``design`` preset (Table 5 rows, single branch)
 
 
 def _plain(value: Any) -> Any:
@@ -145,6 +146,16 @@ def _repnext_backbone(path: Path, model: dict) -> tuple[dict, str]:
     from repnext_mm.models.backbones.repnext import RepNeXt
 
     backbone = copy.deepcopy(_plain(model.get('backbone') or {}))
+    if str(backbone.get('type', '')).split('.')[-1] == REPVIT_BACKBONE:
+        # Table 5's RepViT rows (repnext_mm/models/backbones/repvit.py); importing it registers it.
+        from repnext_mm.models.backbones.repvit import REPVIT_MODELS
+        backbone.pop('init_cfg', None)
+        backbone['type'] = f'repnext_mm.{REPVIT_BACKBONE}'
+        name = backbone.get('model_name', REPVIT_MODELS[0])
+        if name not in REPVIT_MODELS:
+            raise MetafileError(f'{path}: model.backbone.model_name={name!r} is not one of '
+                                f'{REPVIT_MODELS}')
+        return backbone, name
     if str(backbone.get('type', '')).split('.')[-1] != 'RepNeXt':
         raise MetafileError(f'{path}: model.backbone is {backbone.get("type")!r}, not '
                             'repnext_mm.RepNeXt; the model zoo only lists RepNeXt configs')
@@ -155,6 +166,16 @@ def _repnext_backbone(path: Path, model: dict) -> tuple[dict, str]:
     backbone.pop('init_cfg', None)  # complexity never needs pretrained weights
     backbone['type'] = 'repnext_mm.RepNeXt'
     return backbone, arch.lower()
+
+
+REPVIT_BACKBONE = 'RepViTBackbone'
+
+
+def _design_of(backbone: dict, arch: str) -> str:
+    """The RepNeXt ``design`` preset, or a RepViT backbone's Table 5 row name."""
+    if arch.startswith('repvit'):
+        return arch + ('_repnext_downsample' if backbone.get('repnext_downsample') else '')
+    return backbone.get('design', 'repnext')
 
 
 def read_config(path: Path, root: Path) -> ConfigInfo:
@@ -182,7 +203,8 @@ def read_config(path: Path, root: Path) -> ConfigInfo:
         distill='Distill' in str(model.get('type', '')),
         shapes='shapes' in path.stem or 'data/shapes' in data_roots,
         alias_of=alias_target(path), model_cfg=model_cfg, input_size=tuple(input_size),
-        epochs=train_cfg.get('max_epochs'), iterations=train_cfg.get('max_iters'))
+        epochs=train_cfg.get('max_epochs'), iterations=train_cfg.get('max_iters'),
+        design=_design_of(backbone, arch))
 
 
 # --------------------------------------------------------------------------------------------
@@ -231,9 +253,53 @@ def describe_scope(info: ConfigInfo) -> str:
             f'backbone at {h}x{w}')
 
 
+#: The epochs of the paper's ablation protocol (Table 5).
+ABLATION_EPOCHS = 120
+SINGLE_BRANCH = 'single_branch'
+
+
+def is_ablation(info: ConfigInfo) -> bool:
+    """A config of ``configs/mmpretrain/ablation/``: a non-default design or 120 epochs. Its
+    results are Table 5's or the authors' README's, never those of Tables 2-4."""
+    return info.design != 'repnext' or info.epochs == ABLATION_EPOCHS
+
+
+def ablation_result(info: ConfigInfo) -> paper.AblationResult | None:
+    """The Table 5 row this config trains (M1, 120 epochs, no distillation), or ``None``."""
+    if info.library != 'mmpretrain' or info.shapes or info.distill \
+            or info.epochs != ABLATION_EPOCHS:
+        return None
+    if info.arch.startswith('repvit'):
+        return paper.ABLATION_REPVIT_120E.get(info.design)
+    return paper.ABLATION_M1_120E.get(info.design) if info.arch == 'm1' else None
+
+
+def readme_result(info: ConfigInfo) -> paper.ReadmeResult | None:
+    """The authors' README figures of a single-branch (M0E-M2E) config, or ``None``."""
+    if info.library != 'mmpretrain' or info.shapes or info.design != SINGLE_BRANCH:
+        return None
+    return paper.README_SINGLE_BRANCH.get(info.arch)
+
+
+def _classification(top1: float) -> list[dict]:
+    return [dict(Task='Image Classification', Dataset='ImageNet-1k',
+                 Metrics={'Top 1 Accuracy': top1})]
+
+
 def results_of(info: ConfigInfo) -> list[dict] | None:
-    """The paper's results for this config, or ``None`` (no paper number, or a demo config)."""
+    """The paper's results for this config, or ``None`` (no paper number, or a demo config).
+
+    Configs with a non-default ``design`` or the ablation's 120 epochs carry Table 5's top-1
+    (or the authors' README figure of M0E-M2E) and nothing else.
+    """
     if info.shapes:
+        return None
+    if is_ablation(info):
+        row, readme = ablation_result(info), readme_result(info)
+        if row is not None:
+            return _classification(row.top1)
+        if readme is not None:
+            return _classification(readme.top1_distilled if info.distill else readme.top1)
         return None
     if info.library == 'mmpretrain':
         classifier = paper.REPNEXT_CLASSIFIERS.get(info.arch)
@@ -258,6 +324,9 @@ def paper_latency_of(info: ConfigInfo) -> float | None:
     """The paper's iPhone 12 latency (ms) of the measured part, or ``None``."""
     if info.shapes:
         return None
+    if is_ablation(info):
+        row = ablation_result(info)
+        return row.iphone12_ms if row is not None else None
     if info.kind == 'classifier':
         result = paper.REPNEXT_CLASSIFIERS.get(info.arch)
     else:
@@ -272,8 +341,8 @@ def released_file(info: ConfigInfo) -> str | None:
     configs carry it; the StarNet-recipe files were trained with other settings and belong to no
     config here. Detectors and segmentors: the COCO / ADE20K files of M3..M5.
     """
-    if info.shapes:
-        return None
+    if info.shapes or is_ablation(info):
+        return None  # the ablation and single-branch models were not released
     if info.library == 'mmpretrain':
         release = releases.imagenet_release(releases.DISTILL_300E.format(arch=info.arch))
         return release.filename if info.distill and release is not None else None
@@ -293,6 +362,12 @@ def weights_of(info: ConfigInfo) -> tuple[str | None, str | None]:
     return releases.release_url(name), DOWNSTREAM_CONVERSION.format(library=library, src=name)
 
 
+def _architecture(info: ConfigInfo) -> str:
+    if info.arch.startswith('repvit'):  # e.g. repvit_m0_9 -> RepViT-M0.9
+        return 'RepViT-' + info.arch.removeprefix('repvit_').upper().replace('_', '.')
+    return f'RepNeXt-{info.arch.upper()}'
+
+
 def _metadata(info: ConfigInfo, figures: dict[str, int]) -> dict[str, Any]:
     metadata: dict[str, Any] = {
         'Training Data': SHAPES_DATA if info.shapes else TRAINING_DATA[info.library],
@@ -307,13 +382,22 @@ def _metadata(info: ConfigInfo, figures: dict[str, int]) -> dict[str, Any]:
         'Fused Parameters': figures['fused_params'],
         'Input Size': f'{info.input_size[0]}x{info.input_size[1]}',
         'Counted On': describe_scope(info),
-        'Architecture': [f'RepNeXt-{info.arch.upper()}'],
+        'Architecture': [_architecture(info)],
     })
     if info.library == 'mmpretrain' and info.distill:
         metadata['Training Techniques'] = ['Hard Knowledge Distillation (RegNetY-16GF teacher)']
     latency = paper_latency_of(info)
     if latency is not None:
         metadata['Latency iPhone 12 (ms, paper)'] = latency
+    if is_ablation(info):
+        metadata['Design'] = info.design
+        row, readme = ablation_result(info), readme_result(info)
+        if row is not None:
+            metadata['Results Source'] = (f'paper, Table 5 (ablation, {ABLATION_EPOCHS} epochs, '
+                                          f'no distillation): {row.variant}')
+        elif readme is not None:
+            metadata['Results Source'] = f"authors' README, not the paper ({paper.README_URL})"
+            metadata["Latency iPhone 12 (ms, authors' README)"] = readme.iphone12_ms
     if info.alias_of:
         metadata['Alias Of'] = info.alias_of
     if info.shapes:

@@ -12,7 +12,7 @@ from repnext_mm.apis.checkpoint import load_state_dict_checked, read_checkpoint
 from repnext_mm.apis.model import build_model, load_model_config
 from repnext_mm.deploy.convert import convert_official_checkpoint
 from repnext_mm.deploy.convert.classifier import classifier_shapes
-from repnext_mm.hub.timm_models import RepNeXtTimm
+from repnext_mm.hub.timm_models import SINGLE_BRANCH_ARCHS, RepNeXtTimm
 from repnext_mm.models.backbones.repnext import RepNeXt
 from repnext_mm.models.heads.repnext_head import RepNeXtClsHead
 from repnext_mm.utils.errors import InputError
@@ -50,7 +50,9 @@ def _timm_logits(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 # The registry
 # ---------------------------------------------------------------------------------------------
 def test_the_archs_and_a_tag_for_every_imagenet_release_are_registered():
-    assert timm.list_models('repnext_*') == [f'repnext_{arch}' for arch in ARCHS]
+    single_branch = [f'repnext_{arch}e' for arch in SINGLE_BRANCH_ARCHS]  # M0E-M2E, no weights
+    assert timm.list_models('repnext_*') == sorted([f'repnext_{arch}' for arch in ARCHS] +
+                                                   single_branch)
     assert set(timm.list_pretrained('repnext_*')) == {
         f'repnext_{release.arch}.{release.tag}' for release in releases.IMAGENET}
     assert len(timm.list_pretrained('repnext_m0*')) == 3
@@ -104,8 +106,8 @@ def test_class_count_pooling_and_unknown_arguments():
         scores, features = dense(x), dense.forward_features(x)
     assert scores.shape == (2, 10, 2, 2)  # without pooling: the class scores at every position
     assert torch.allclose(scores[:, :, 1, 0], dense.head.logits(features[:, :, 1, 0]), atol=1e-6)
-    with pytest.raises(ValueError, match='global_pool must be one of'):
-        timm.create_model('repnext_m0', global_pool='max')
+    with pytest.raises(ValueError, match="global_pool='median': expected one of"):
+        timm.create_model('repnext_m0', global_pool='median')
     with pytest.raises(TypeError):
         timm.create_model('repnext_m0', not_a_model_argument=1)
 

@@ -6,6 +6,10 @@ Training form: multi-branch depthwise convolutions (structural reparameterizatio
 SRP branch set merged into one depthwise kernel and every BatchNorm folded into a convolution,
 so the fused backbone holds no BatchNorm at all.
 
+``design=`` builds one of the presets of :mod:`.repnext_designs` instead of the released model:
+the paper's ablations (Table 5: without SRP, other branch sets, a branch removed, a 3x3 conv
+downsample) or the authors' single-branch M0E-M2E. Each fuses as the default does.
+
 ``with_cp=True`` trades compute for training memory: each block and downsample layer keeps only
 its input and runs again in backward (activation checkpointing, BatchNorm statistics updated once).
 
@@ -24,6 +28,7 @@ from typing import Literal, Sequence
 import torch
 import torch.nn.functional as F
 from mmcv.cnn import build_norm_layer
+from mmcv.cnn.bricks import DropPath
 from mmengine.logging import MMLogger
 from mmengine.model import BaseModule
 from torch import Tensor, nn
@@ -34,6 +39,8 @@ from repnext_mm.registry import MODELS
 from ..layers.activation_checkpoint import checkpointed, records_graph
 from ..layers.reparam import (bn_affine, conv_with_weights, dilate_kernel, fuse_affine_after_conv,
                               fuse_affine_before_linear, pad_kernel, serial_strip_kernel)
+from .repnext_designs import (DESIGNS, MEDIUM_KERNELS, SINGLE_BRANCH_KERNELS, SMALL_KERNELS,
+                              RepNeXtDesign, get_design)
 
 # How the SRP branches run in the training form. 'merged': build the equivalent single kernel from
 # the branch weights on every forward and run one convolution (same parameters and gradients, much
@@ -82,6 +89,13 @@ def _check_norm_cfg(norm_cfg: object) -> None:
     close = difflib.get_close_matches(str(layer), names, n=1)
     fix = f'did you mean {close[0]!r}?' if close else f'choose one of {", ".join(names)}'
     raise ValueError(f'norm_cfg={norm_cfg!r}: {layer!r} is not a norm layer; {fix}')
+
+
+def _drop_path(rate: float, deploy: bool) -> nn.Module:
+    """Stochastic depth on a residual branch (mmcv's ``DropPath``: in training, each sample's
+    branch is zeroed with probability ``rate`` and kept ones scaled by ``1 / (1 - rate)``;
+    identity in eval). Rate 0 and the fused form (inference only) hold a plain identity."""
+    return DropPath(rate) if rate > 0 and not deploy else nn.Identity()
 
 
 def _depthwise(channels: int, kernel_size: tuple[int, int], stride: tuple[int, int] | int = 1,
@@ -139,37 +153,93 @@ class ConvNorm(nn.Module):
         self.deploy = True
 
 
-class _RepDWConv(nn.Module):
-    """Base of the reparameterizable depthwise convs: a set of branches equal to one kernel.
+def _conv_name(kernel: str) -> str:
+    """The attribute of a single-conv kernel branch: ``'3x5'`` -> ``conv3x5``, ``'2x2d'`` ->
+    ``conv2x2_dilated``."""
+    return 'conv2x2_dilated' if kernel == '2x2d' else f'conv{kernel}'
 
-    Subclasses define the branches and ``merged_kernel()`` (a differentiable function of the branch
-    weights); this base runs either form and performs the switch to deploy.
+
+def _branch_convs(kernel: str, channels: int, stride: int) -> list[tuple[str, nn.Conv2d]]:
+    """The depthwise convs of one kernel branch (names as in :mod:`.repnext_designs`), by
+    attribute name: ``'HxW'`` one conv with bias, ``'2x2d'`` a 2x2 conv of dilation 2 with bias,
+    ``'1xk-kx1'`` a serial pair without bias (stride split as ``(1, s)`` then ``(s, 1)``)."""
+    if '-' in kernel:
+        row, column = kernel.split('-')
+        k = int(row.split('x')[1])
+        return [(f'conv{row}', _depthwise(channels, (1, k), stride=(1, stride), bias=False)),
+                (f'conv{column}', _depthwise(channels, (k, 1), stride=(stride, 1), bias=False))]
+    if kernel == '2x2d':
+        return [(_conv_name(kernel), _depthwise(channels, (2, 2), stride=stride, dilation=2))]
+    h, w = (int(side) for side in kernel.split('x'))
+    return [(_conv_name(kernel), _depthwise(channels, (h, w), stride=stride))]
+
+
+class _RepDWConv(nn.Module):
+    """Base of the reparameterizable depthwise convs: a set of kernel branches equal to one
+    kernel.
+
+    The branch set is a tuple of kernel names of :mod:`.repnext_designs` (``kernels``; the first
+    is the main kernel, the size all fuse into); each branch's convs are attributes named after
+    it (``conv3x3``, ``conv1x7`` + ``conv7x1``, ``conv2x2_dilated``), the absent ones ``None``.
+    ``merged_kernel()`` (a differentiable function of the branch weights) handles any set;
+    subclasses spell out ``forward_branches()`` (TorchScript compiles it, attribute by attribute);
+    this base runs either form and performs the switch to deploy.
     """
     __constants__ = ['deploy']
     fused_kernel_size: int
+    #: Kernel names a subclass accepts (its main kernel first).
+    vocabulary: tuple[str, ...]
+    #: Every branch conv attribute a subclass's ``forward_branches()`` reads.
+    conv_names: tuple[str, ...]
 
-    def __init__(self, channels: int, stride: int, srp_forward: SRPForward, deploy: bool) -> None:
+    def __init__(self, channels: int, stride: int, srp_forward: SRPForward, deploy: bool,
+                 kernels: Sequence[str]) -> None:
         super().__init__()
         if srp_forward not in SRP_FORWARD_MODES:
             raise ValueError(f'srp_forward must be one of {SRP_FORWARD_MODES}, got {srp_forward!r}')
+        kernels = tuple(kernels)
+        if not kernels or kernels[0] != self.vocabulary[0] or len(set(kernels)) != len(kernels) \
+                or not set(kernels) <= set(self.vocabulary):
+            raise ValueError(f'kernels={kernels!r}: expected distinct names of {self.vocabulary}, '
+                             f'the main kernel {self.vocabulary[0]!r} first')
         self.channels = channels
         self.stride = stride
         self.srp_forward = srp_forward
         self.deploy = deploy
+        self.kernels = kernels
         if deploy:
             k = self.fused_kernel_size
             self.reparam = _depthwise(channels, (k, k), stride=stride, bias=True)
-        else:
-            self._build_branches()
-
-    def _build_branches(self) -> None:
-        raise NotImplementedError
+            return
+        for name in self.conv_names:  # absent branches read as None (TorchScript prunes them)
+            setattr(self, name, None)
+        for kernel in kernels:
+            for name, conv in _branch_convs(kernel, channels, stride):
+                setattr(self, name, conv)
 
     def forward_branches(self, x: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def _branch_kernel(self, kernel: str) -> tuple[Tensor, Tensor | None]:
+        """One branch's kernel, padded to the fused size, and its bias (``None``: none)."""
+        size = (self.fused_kernel_size, ) * 2
+        if '-' in kernel:
+            row, column = (getattr(self, f'conv{strip}') for strip in kernel.split('-'))
+            return pad_kernel(serial_strip_kernel(row.weight, column.weight), size), None
+        conv = getattr(self, _conv_name(kernel))
+        return pad_kernel(dilate_kernel(conv.weight, conv.dilation[0]), size), conv.bias
+
     def merged_kernel(self) -> tuple[Tensor, Tensor]:
-        raise NotImplementedError
+        """The one kernel and bias that equal the sum of all branches (differentiable), summed
+        in :attr:`vocabulary` order."""
+        kernels = [kernel for kernel in self.vocabulary if kernel in self.kernels]
+        weight, bias = self._branch_kernel(kernels[0])
+        for kernel in kernels[1:]:
+            branch_weight, branch_bias = self._branch_kernel(kernel)
+            weight = weight + branch_weight
+            if branch_bias is not None:
+                bias = bias + branch_bias
+        return weight, bias
 
     def forward(self, x: Tensor) -> Tensor:
         if self.deploy:
@@ -194,81 +264,83 @@ class _RepDWConv(nn.Module):
         reparam = self.fuse()
         for name in list(self._modules):
             delattr(self, name)
+        for name in self.conv_names:
+            self.__dict__.pop(name, None)
         self.reparam = reparam
         self.deploy = True
+
+    def extra_repr(self) -> str:
+        return f'kernels={self.kernels}, stride={self.stride}'
 
 
 class RepDWConvS(_RepDWConv):
     """Small-kernel reparameterized depthwise conv, fused into one 3x3 kernel.
 
-    Stride 1: parallel 3x3 + 1x3 + 3x1 + dilated 2x2, all with bias.
-    Stride 2: 3x3 (bias) + serial [1x3 -> 3x1] (no bias) + dilated 2x2 (bias).
+    Default branches (the released design, :data:`.repnext_designs.DESIGNS` ``'repnext'``):
+    stride 1: parallel 3x3 + 1x3 + 3x1 + dilated 2x2, all with bias; stride 2: 3x3 (bias) +
+    serial [1x3 -> 3x1] (no bias) + dilated 2x2 (bias). ``kernels`` picks another set of
+    :data:`.repnext_designs.SMALL_KERNELS`.
     """
     fused_kernel_size = 3
+    vocabulary = SMALL_KERNELS
+    conv_names = ('conv3x3', 'conv1x3', 'conv3x1', 'conv2x2_dilated')
 
     def __init__(self, channels: int, stride: int = 1, srp_forward: SRPForward = 'merged',
-                 deploy: bool = False) -> None:
-        super().__init__(channels, stride, srp_forward, deploy)
-
-    def _build_branches(self) -> None:
-        c, s = self.channels, self.stride
-        parallel = s == 1
-        self.conv3x3 = _depthwise(c, (3, 3), stride=s)
-        self.conv1x3 = _depthwise(c, (1, 3), stride=(1, s), bias=parallel)
-        self.conv3x1 = _depthwise(c, (3, 1), stride=(s, 1), bias=parallel)
-        self.conv2x2_dilated = _depthwise(c, (2, 2), stride=s, dilation=2)
+                 deploy: bool = False, kernels: Sequence[str] | None = None) -> None:
+        if kernels is None:
+            default = DESIGNS['repnext']
+            kernels = default.small_kernels if stride == 1 else default.small_kernels_stride2
+        super().__init__(channels, stride, srp_forward, deploy, kernels)
+        # Plain attribute, not a TorchScript constant: both forms of the strips compile.
+        self.serial_strips = '1x3-3x1' in self.kernels
 
     def forward_branches(self, x: Tensor) -> Tensor:
-        out = self.conv3x3(x) + self.conv2x2_dilated(x)
-        if self.stride == 1:
-            return out + self.conv1x3(x) + self.conv3x1(x)
-        return out + self.conv3x1(self.conv1x3(x))
-
-    def merged_kernel(self) -> tuple[Tensor, Tensor]:
-        weight = self.conv3x3.weight + dilate_kernel(self.conv2x2_dilated.weight, 2)
-        bias = self.conv3x3.bias + self.conv2x2_dilated.bias
-        if self.stride == 1:
-            weight = (weight + pad_kernel(self.conv1x3.weight, (3, 3)) +
-                      pad_kernel(self.conv3x1.weight, (3, 3)))
-            bias = bias + self.conv1x3.bias + self.conv3x1.bias
+        out = self.conv3x3(x)
+        if self.conv2x2_dilated is not None:
+            out = out + self.conv2x2_dilated(x)
+        if self.serial_strips:
+            if self.conv1x3 is not None and self.conv3x1 is not None:
+                out = out + self.conv3x1(self.conv1x3(x))
         else:
-            weight = weight + serial_strip_kernel(self.conv1x3.weight, self.conv3x1.weight)
-        return weight, bias
+            if self.conv1x3 is not None:
+                out = out + self.conv1x3(x)
+            if self.conv3x1 is not None:
+                out = out + self.conv3x1(x)
+        return out
 
 
 class RepDWConvM(_RepDWConv):
     """Medium-kernel reparameterized depthwise conv, fused into one 7x7 kernel.
 
-    Parallel 7x7 + 3x5 + 5x3 (with bias) + serial [1x7 -> 7x1] + serial [1x5 -> 5x1] (no bias),
-    at stride 1 or 2.
+    Default branches (the released design): parallel 7x7 + 3x5 + 5x3 (with bias) + serial
+    [1x7 -> 7x1] + serial [1x5 -> 5x1] (no bias), at stride 1 or 2. ``kernels`` picks another
+    set of :data:`.repnext_designs.MEDIUM_KERNELS`.
     """
     fused_kernel_size = 7
+    vocabulary = MEDIUM_KERNELS
+    conv_names = ('conv7x7', 'conv5x5', 'conv3x3', 'conv3x5', 'conv5x3', 'conv1x7', 'conv7x1',
+                  'conv1x5', 'conv5x1')
 
     def __init__(self, channels: int, stride: int = 1, srp_forward: SRPForward = 'merged',
-                 deploy: bool = False) -> None:
-        super().__init__(channels, stride, srp_forward, deploy)
-
-    def _build_branches(self) -> None:
-        c, s = self.channels, self.stride
-        self.conv7x7 = _depthwise(c, (7, 7), stride=s)
-        self.conv3x5 = _depthwise(c, (3, 5), stride=s)
-        self.conv5x3 = _depthwise(c, (5, 3), stride=s)
-        self.conv1x7 = _depthwise(c, (1, 7), stride=(1, s), bias=False)
-        self.conv7x1 = _depthwise(c, (7, 1), stride=(s, 1), bias=False)
-        self.conv1x5 = _depthwise(c, (1, 5), stride=(1, s), bias=False)
-        self.conv5x1 = _depthwise(c, (5, 1), stride=(s, 1), bias=False)
+                 deploy: bool = False, kernels: Sequence[str] | None = None) -> None:
+        kernels = DESIGNS['repnext'].medium_kernels if kernels is None else kernels
+        super().__init__(channels, stride, srp_forward, deploy, kernels)
 
     def forward_branches(self, x: Tensor) -> Tensor:
-        return (self.conv7x7(x) + self.conv3x5(x) + self.conv5x3(x) +
-                self.conv7x1(self.conv1x7(x)) + self.conv5x1(self.conv1x5(x)))
-
-    def merged_kernel(self) -> tuple[Tensor, Tensor]:
-        weight = (self.conv7x7.weight + pad_kernel(self.conv3x5.weight, (7, 7)) +
-                  pad_kernel(self.conv5x3.weight, (7, 7)) +
-                  serial_strip_kernel(self.conv1x7.weight, self.conv7x1.weight) +
-                  pad_kernel(serial_strip_kernel(self.conv1x5.weight, self.conv5x1.weight), (7, 7)))
-        bias = self.conv7x7.bias + self.conv3x5.bias + self.conv5x3.bias
-        return weight, bias
+        out = self.conv7x7(x)
+        if self.conv5x5 is not None:
+            out = out + self.conv5x5(x)
+        if self.conv3x3 is not None:
+            out = out + self.conv3x3(x)
+        if self.conv3x5 is not None:
+            out = out + self.conv3x5(x)
+        if self.conv5x3 is not None:
+            out = out + self.conv5x3(x)
+        if self.conv1x7 is not None and self.conv7x1 is not None:
+            out = out + self.conv7x1(self.conv1x7(x))
+        if self.conv1x5 is not None and self.conv5x1 is not None:
+            out = out + self.conv5x1(self.conv1x5(x))
+        return out
 
 
 class LargeStripConv(nn.Module):
@@ -288,34 +360,55 @@ class LargeStripConv(nn.Module):
 
 
 class ChunkConv(nn.Module):
-    """Token mixer of a block: four equal channel chunks (identity | small | medium | large)."""
+    """Token mixer of a block: four equal channel chunks (identity | small | medium | large).
 
-    def __init__(self, channels: int, srp_forward: SRPForward = 'merged', deploy: bool = False) -> None:
+    ``design`` (default: the released one) picks the small and medium branch sets and which of
+    the three conv branches exist; a missing one (``None``) passes its chunk through unchanged.
+    """
+
+    def __init__(self, channels: int, srp_forward: SRPForward = 'merged', deploy: bool = False,
+                 design: RepNeXtDesign | None = None) -> None:
         super().__init__()
         if channels % 4:
             raise ValueError(f'ChunkConv needs channels divisible by 4, got {channels}')
+        design = design or DESIGNS['repnext']
         chunk = channels // 4
-        self.small = RepDWConvS(chunk, srp_forward=srp_forward, deploy=deploy)
-        self.medium = RepDWConvM(chunk, srp_forward=srp_forward, deploy=deploy)
-        self.large = LargeStripConv(chunk)
+        branches = design.chunk_branches
+        self.small = (RepDWConvS(chunk, srp_forward=srp_forward, deploy=deploy,
+                                 kernels=design.small_kernels) if 'small' in branches else None)
+        self.medium = (RepDWConvM(chunk, srp_forward=srp_forward, deploy=deploy,
+                                  kernels=design.medium_kernels) if 'medium' in branches else None)
+        self.large = LargeStripConv(chunk) if 'large' in branches else None
 
     def forward(self, x: Tensor) -> Tensor:
         identity, small, medium, large = torch.chunk(x, 4, dim=1)
-        return torch.cat((identity, self.small(small), self.medium(medium), self.large(large)), dim=1)
+        if self.small is not None:
+            small = self.small(small)
+        if self.medium is not None:
+            medium = self.medium(medium)
+        if self.large is not None:
+            large = self.large(large)
+        return torch.cat((identity, small, medium, large), dim=1)
 
     def switch_to_deploy(self) -> None:
-        self.small.switch_to_deploy()
-        self.medium.switch_to_deploy()
+        for branch in (self.small, self.medium):
+            if branch is not None:
+                branch.switch_to_deploy()
 
 
 class CopyConv(nn.Module):
     """Token mixer of a downsample layer: small and medium branches at stride 2 on the same input,
-    concatenated (small first), doubling the channels."""
+    concatenated (small first), doubling the channels. ``design`` (default: the released one)
+    picks their branch sets."""
 
-    def __init__(self, in_channels: int, srp_forward: SRPForward = 'merged', deploy: bool = False) -> None:
+    def __init__(self, in_channels: int, srp_forward: SRPForward = 'merged', deploy: bool = False,
+                 design: RepNeXtDesign | None = None) -> None:
         super().__init__()
-        self.small = RepDWConvS(in_channels, stride=2, srp_forward=srp_forward, deploy=deploy)
-        self.medium = RepDWConvM(in_channels, stride=2, srp_forward=srp_forward, deploy=deploy)
+        design = design or DESIGNS['repnext']
+        self.small = RepDWConvS(in_channels, stride=2, srp_forward=srp_forward, deploy=deploy,
+                                kernels=design.small_kernels_stride2)
+        self.medium = RepDWConvM(in_channels, stride=2, srp_forward=srp_forward, deploy=deploy,
+                                 kernels=design.medium_kernels)
 
     def forward(self, x: Tensor) -> Tensor:
         return torch.cat((self.small(x), self.medium(x)), dim=1)
@@ -335,6 +428,35 @@ class CopyConv(nn.Module):
             weight, bias = fuse_affine_after_conv(conv.weight, conv.bias, scale[part], shift[part])
             conv.weight.copy_(weight)
             conv.bias.copy_(bias)
+
+
+class SingleKernelConv(nn.Module):
+    """Token mixer of the single-branch design: one depthwise ``kxk`` conv with bias and
+    ``multiplier`` outputs per input channel (output ``multiplier * i + j`` reads channel ``i``).
+
+    The block's chunk convolution becomes an 11x11 kernel over all channels, the downsample's
+    copy convolution a 7x7 of stride 2 with two outputs per channel. Already a plain conv, it is
+    the same in both forms; a following BatchNorm folds into it per output channel.
+    """
+
+    def __init__(self, channels: int, kernel_size: int, stride: int = 1,
+                 multiplier: int = 1) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, multiplier * channels, kernel_size, stride=stride,
+                              padding=kernel_size // 2, groups=channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(x)
+
+    def switch_to_deploy(self) -> None:
+        """Nothing to merge."""
+
+    @torch.no_grad()
+    def fold_output_affine(self, scale: Tensor, shift: Tensor) -> None:
+        """Folds ``y * scale + shift`` on this module's output into the kernel."""
+        weight, bias = fuse_affine_after_conv(self.conv.weight, self.conv.bias, scale, shift)
+        self.conv.weight.copy_(weight)
+        self.conv.bias.copy_(bias)
 
 
 class ChannelMixer(nn.Module):
@@ -367,27 +489,37 @@ class ChannelMixer(nn.Module):
 
 
 class RepNeXtBlock(nn.Module):
-    """MetaNeXt block: ``y = x + ChannelMixer(BN(ChunkConv(x)))``.
+    """MetaNeXt block: ``y = x + DropPath(ChannelMixer(BN(ChunkConv(x))))``.
+
+    ``design`` (default: the released one) shapes the chunk convolution; the single-branch
+    design replaces it by one 11x11 depthwise conv (:class:`SingleKernelConv`).
 
     Deploy form: the BN is folded into the first 1x1 conv of the channel mixer (it covers the
-    identity chunk too, so it cannot go into the depthwise kernels).
+    identity chunk too, so it cannot go into the depthwise kernels); the drop path (identity
+    outside training) is removed.
     """
     __constants__ = ['deploy']
 
     def __init__(self, channels: int, mlp_ratio: int = 2, norm_cfg: dict | None = None,
-                 srp_forward: SRPForward = 'merged', deploy: bool = False) -> None:
+                 srp_forward: SRPForward = 'merged', deploy: bool = False,
+                 drop_path: float = 0.0, design: RepNeXtDesign | None = None) -> None:
         super().__init__()
         self.deploy = deploy
-        self.token_mixer = ChunkConv(channels, srp_forward=srp_forward, deploy=deploy)
+        design = design or DESIGNS['repnext']
+        self.token_mixer = (SingleKernelConv(channels, SINGLE_BRANCH_KERNELS['chunk'])
+                            if design.single_branch else
+                            ChunkConv(channels, srp_forward=srp_forward, deploy=deploy,
+                                      design=design))
         if not deploy:
             self.norm = build_norm_layer(norm_cfg or dict(type='BN'), channels)[1]
         self.channel_mixer = ChannelMixer(channels, mlp_ratio, norm_cfg, deploy)
+        self.drop_path = _drop_path(drop_path, deploy)
 
     def forward(self, x: Tensor) -> Tensor:
         y = self.token_mixer(x)
         if not self.deploy:
             y = self.norm(y)
-        return x + self.channel_mixer(y)
+        return x + self.drop_path(self.channel_mixer(y))
 
     def switch_to_deploy(self) -> None:
         if self.deploy:
@@ -396,32 +528,45 @@ class RepNeXtBlock(nn.Module):
         self.channel_mixer.switch_to_deploy()
         self.channel_mixer.fold_input_affine(*bn_affine(self.norm))
         del self.norm
+        self.drop_path = nn.Identity()
         self.deploy = True
 
 
 class Downsample(nn.Module):
-    """``z = BN(CopyConv(x)); y = z + ChannelMixer(z)``: halves the resolution, doubles channels.
+    """``z = BN(CopyConv(x)); y = z + DropPath(ChannelMixer(z))``: halves the resolution,
+    doubles channels.
+
+    ``design`` (default: the released one) shapes the copy convolution; the single-branch
+    design replaces it by one 7x7 depthwise conv with two outputs per channel.
 
     Deploy form: the BN is folded per channel into the depthwise kernels of the copy conv (its
-    output also feeds the residual, so it must be folded before the split).
+    output also feeds the residual, so it must be folded before the split); the drop path
+    (identity outside training) is removed.
     """
     __constants__ = ['deploy']
 
     def __init__(self, in_channels: int, mlp_ratio: int = 2, norm_cfg: dict | None = None,
-                 srp_forward: SRPForward = 'merged', deploy: bool = False) -> None:
+                 srp_forward: SRPForward = 'merged', deploy: bool = False,
+                 drop_path: float = 0.0, design: RepNeXtDesign | None = None) -> None:
         super().__init__()
         self.deploy = deploy
         out_channels = 2 * in_channels
-        self.token_mixer = CopyConv(in_channels, srp_forward=srp_forward, deploy=deploy)
+        design = design or DESIGNS['repnext']
+        self.token_mixer = (SingleKernelConv(in_channels, SINGLE_BRANCH_KERNELS['copy'], stride=2,
+                                             multiplier=2)
+                            if design.single_branch else
+                            CopyConv(in_channels, srp_forward=srp_forward, deploy=deploy,
+                                     design=design))
         if not deploy:
             self.norm = build_norm_layer(norm_cfg or dict(type='BN'), out_channels)[1]
         self.channel_mixer = ChannelMixer(out_channels, mlp_ratio, norm_cfg, deploy)
+        self.drop_path = _drop_path(drop_path, deploy)
 
     def forward(self, x: Tensor) -> Tensor:
         z = self.token_mixer(x)
         if not self.deploy:
             z = self.norm(z)
-        return z + self.channel_mixer(z)
+        return z + self.drop_path(self.channel_mixer(z))
 
     def switch_to_deploy(self) -> None:
         if self.deploy:
@@ -430,6 +575,7 @@ class Downsample(nn.Module):
         self.token_mixer.fold_output_affine(*bn_affine(self.norm))
         self.channel_mixer.switch_to_deploy()
         del self.norm
+        self.drop_path = nn.Identity()
         self.deploy = True
 
 
@@ -437,20 +583,38 @@ class RepNeXtStage(nn.Module):
     """An optional downsample followed by ``depth`` blocks.
 
     With ``with_cp`` every block and the downsample layer run under activation checkpointing
-    (see :meth:`_run_layer`).
+    (see :meth:`_run_layer`). ``drop_path_rates`` are the stochastic depth rates of the
+    residual layers in order (the downsample layer's first, where there is one); empty: none.
+    ``design`` (default: the released one) shapes the token mixers; its ``'conv3x3'``
+    downsample is one 3x3 conv of stride 2 + norm (:class:`ConvNorm`), which has no residual
+    branch, so its drop path rate goes unused.
     """
 
     def __init__(self, in_channels: int, out_channels: int, depth: int, mlp_ratio: int,
                  norm_cfg: dict | None, srp_forward: SRPForward, deploy: bool,
-                 with_cp: bool = False) -> None:
+                 with_cp: bool = False, drop_path_rates: Sequence[float] = (),
+                 design: RepNeXtDesign | None = None) -> None:
         super().__init__()
         self.with_cp = with_cp
-        kwargs = dict(mlp_ratio=mlp_ratio, norm_cfg=norm_cfg, srp_forward=srp_forward, deploy=deploy)
-        self.downsample = (Downsample(in_channels, **kwargs)
-                           if out_channels != in_channels else nn.Identity())
-        self.blocks = nn.Sequential(*(RepNeXtBlock(out_channels, **kwargs) for _ in range(depth)))
+        design = design or DESIGNS['repnext']
+        kwargs = dict(mlp_ratio=mlp_ratio, norm_cfg=norm_cfg, srp_forward=srp_forward,
+                      deploy=deploy, design=design)
+        downsamples = out_channels != in_channels
+        rates = list(drop_path_rates) or [0.0] * (depth + downsamples)
+        if len(rates) != depth + downsamples:
+            raise ValueError(f'drop_path_rates: expected one rate per residual layer '
+                             f'({depth + downsamples}), got {len(rates)}')
+        self.downsample: nn.Module = nn.Identity()
+        if downsamples and design.downsample == 'conv3x3':
+            rates.pop(0)
+            self.downsample = ConvNorm(in_channels, out_channels, 3, stride=2, norm_cfg=norm_cfg,
+                                       deploy=deploy)
+        elif downsamples:
+            self.downsample = Downsample(in_channels, drop_path=rates.pop(0), **kwargs)
+        self.blocks = nn.Sequential(*(RepNeXtBlock(out_channels, drop_path=rate, **kwargs)
+                                      for rate in rates))
 
-    def _run_layer(self, layer: RepNeXtBlock | Downsample, x: Tensor) -> Tensor:
+    def _run_layer(self, layer: RepNeXtBlock | Downsample | ConvNorm, x: Tensor) -> Tensor:
         # Checkpointing pays only where autograd would save activations; the fused form is for
         # inference (and its few, small activations leave little to save), so it never does.
         if self.with_cp and not layer.deploy and records_graph(layer, x):
@@ -460,7 +624,7 @@ class RepNeXtStage(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if torch.jit.is_scripting():  # TorchScript passes no modules around: plain, unchecked
             return self.blocks(self.downsample(x))
-        if isinstance(self.downsample, Downsample):
+        if not isinstance(self.downsample, nn.Identity):
             x = self._run_layer(self.downsample, x)
         for block in self.blocks:
             x = self._run_layer(block, x)
@@ -494,6 +658,18 @@ class RepNeXt(BaseModule):
             not under ``torch.no_grad()``, not in a frozen stage fed an input that needs no
             grad, never in the fused form. BatchNorm running statistics are updated once per
             step, as without it. In a config: ``--cfg-options model.backbone.with_cp=True``.
+        drop_path_rate: Stochastic depth (mmcv's ``DropPath``) on the residual branch of every
+            block and downsample layer, rising linearly over them from 0 to this rate
+            (:meth:`drop_path_rates`); active in training only, removed by the fusion. 0 (the
+            default) builds none.
+        design: The token-mixer design, a preset name of
+            :data:`~repnext_mm.models.backbones.repnext_designs.DESIGNS`: ``'repnext'`` (the
+            released model, default), the paper's Table 5 ablations (``'no_srp'``: M1 without
+            SRP, ``'conv3x3_downsample'``, ``'no_small_kernel'``, ``'no_medium_kernel'``,
+            ``'no_large_kernel'``, ``'medium_5x5_3x3'``, ``'medium_5x3_3x5'``,
+            ``'medium_strips'``, ``'small_serial'``) or ``'single_branch'`` (the authors'
+            M0E-M2E: each token mixer one large depthwise kernel). Every design fuses like the
+            default (``switch_to_deploy``, ``deploy=True``).
         init_cfg: MMEngine init config, e.g.
             ``dict(type='Pretrained', checkpoint='...', prefix='backbone.')``.
 
@@ -525,15 +701,19 @@ class RepNeXt(BaseModule):
                  srp_forward: SRPForward = 'merged',
                  deploy: bool = False,
                  with_cp: bool = False,
+                 drop_path_rate: float = 0.0,
+                 design: str = 'repnext',
                  init_cfg: dict | list[dict] | None = None) -> None:
         super().__init__(init_cfg=init_cfg)
+        self.design = get_design(design)
+        self.design_name = design
         self.arch = self.parse_arch(arch)
         widths, depths = self.arch['widths'], self.arch['depths']
         self.widths = widths
         self.out_indices = self.parse_out_indices(out_indices)
         self._check_arguments(in_channels=in_channels, frozen_stages=frozen_stages,
                               norm_eval=norm_eval, norm_cfg=norm_cfg, mlp_ratio=mlp_ratio,
-                              deploy=deploy, with_cp=with_cp)
+                              deploy=deploy, with_cp=with_cp, drop_path_rate=drop_path_rate)
         if srp_forward not in SRP_FORWARD_MODES:
             raise ValueError(f'srp_forward must be one of {SRP_FORWARD_MODES}, got {srp_forward!r}')
         self.frozen_stages = frozen_stages
@@ -549,9 +729,10 @@ class RepNeXt(BaseModule):
         )
         self.stages = nn.ModuleList()
         in_width = widths[0]
-        for width, depth in zip(widths, depths):
+        for width, depth, rates in zip(widths, depths,
+                                       self.drop_path_rates(drop_path_rate, depths)):
             self.stages.append(RepNeXtStage(in_width, width, depth, mlp_ratio, self.norm_cfg,
-                                            srp_forward, deploy, with_cp))
+                                            srp_forward, deploy, with_cp, rates, self.design))
             in_width = width
         self._freeze_stages()
 
@@ -564,6 +745,18 @@ class RepNeXt(BaseModule):
     def with_cp(self, enabled: bool) -> None:
         for stage in self.stages:
             stage.with_cp = enabled
+
+    @classmethod
+    def drop_path_rates(cls, drop_path_rate: float, depths: Sequence[int]) -> list[list[float]]:
+        """Stochastic depth rates of each stage's residual layers (downsample layer first, then
+        the blocks): rising linearly from 0 at the first block to ``drop_path_rate`` at the
+        last, over all residual layers in order (timm's schedule, the downsample layers
+        counted as the residual layers they are)."""
+        counts = [depth + (i > 0) for i, depth in enumerate(depths)]  # stage 0 has no downsample
+        last = sum(counts) - 1
+        rates = [drop_path_rate * i / last for i in range(last + 1)]  # last >= 6: 4 stages
+        starts = [sum(counts[:i]) for i in range(len(counts))]
+        return [rates[start:start + count] for start, count in zip(starts, counts)]
 
     @classmethod
     def arch_name(cls, widths: Sequence[int], depths: Sequence[int]) -> str | None:
@@ -651,6 +844,11 @@ class RepNeXt(BaseModule):
         for name in ('norm_eval', 'deploy', 'with_cp'):
             if not isinstance(arguments[name], bool):
                 raise ValueError(f'{name}={arguments[name]!r}: expected True or False')
+        drop_path_rate = arguments['drop_path_rate']
+        if (not isinstance(drop_path_rate, (int, float)) or isinstance(drop_path_rate, bool)
+                or not 0 <= drop_path_rate < 1):
+            raise ValueError(f'drop_path_rate={drop_path_rate!r}: expected a number in [0, 1) '
+                             '(0: no stochastic depth; e.g. 0.1)')
         _check_norm_cfg(arguments['norm_cfg'])
 
     @torch.jit.unused  # a tuple of any length: scripted models run stem and stages themselves
@@ -698,7 +896,7 @@ class RepNeXt(BaseModule):
             if isinstance(module, ConvNorm):
                 module.switch_to_deploy()
         for stage in self.stages:
-            if isinstance(stage.downsample, Downsample):
+            if not isinstance(stage.downsample, nn.Identity):
                 stage.downsample.switch_to_deploy()
             for block in stage.blocks:
                 block.switch_to_deploy()
