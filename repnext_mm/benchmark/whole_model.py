@@ -110,7 +110,10 @@ def _export(settings: WholeModelSettings, folder: Path, calib: Path, int8_backen
                             shape=settings.shape, force=True, cfg_options=options,
                             int8=int8_backend is not None, int8_backend=int8_backend,
                             calib_dir=str(calib) if int8_backend else None,
-                            calib_images=settings.calib_images if int8_backend else None)
+                            calib_images=settings.calib_images if int8_backend else None,
+                            # random weights' outputs mean nothing: time the file whatever
+                            # its int8 drift (a note says so)
+                            int8_drift_bound=settings.checkpoint is not None)
     export.out = str(folder / default_out_path(settings.config, 'onnx', False, settings.shape,
                                                output_variant(export)))
     run_export(export)
@@ -132,6 +135,10 @@ def build_paths(settings: WholeModelSettings, folder: Path) -> tuple[dict[str, C
             settings.checkpoint is None:
         options.update(RANDOM_DETECTOR_OPTIONS)
         notes.append('random weights: score_thr=0, so every path returns max_per_img detections')
+    if settings.checkpoint is None:
+        notes.append('random weights: the int8 files are timed without the export\'s drift '
+                     'bound (their outputs mean nothing; accuracy: tools/deploy/test_deployed.py '
+                     'on a trained checkpoint)')
     prepared = prepare_model(settings.config, settings.checkpoint, options)
     notes += prepared.notes
     calib = folder / 'images'

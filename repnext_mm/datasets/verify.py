@@ -71,7 +71,10 @@ def decode_all(files: Sequence[DataFile], workers: int | None = None,
     else:
         import multiprocessing
 
-        with multiprocessing.Pool(workers, initializer=_quiet_worker) as pool:
+        # Spawned, not forked: a fork of a process that holds other libraries' thread pools
+        # (OpenVINO's, when called from Python after a benchmark) can crash in the child.
+        context = multiprocessing.get_context('spawn')
+        with context.Pool(workers, initializer=_quiet_worker) as pool:
             results = _collect(pool.imap(_decode_chunk, _chunks(files)), bar)
     if bar is not None:
         print(file=sys.stderr)  # ProgressBar leaves its line open

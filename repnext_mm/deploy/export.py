@@ -35,7 +35,8 @@ from .exportable import ExportWrapper
 from .ios_bench import IOSBench, write_ios_bench
 from .onnx_export import MIN_OPSET, OnnxExport, export_onnx
 from .nncf_quantize import INT8_BACKENDS, quantize_openvino_ir
-from .quantize import CALIBRATION_METHODS, MATCH_IOU, Int8Export, quantize_onnx_file
+from .quantize import (CALIBRATION_METHODS, MATCH_IOU, Int8Export, check_method,
+                       quantize_onnx_file)
 from .verify import DEFAULT_SHAPES, check_input_shape
 
 FORMATS = ('coreml', 'onnx')
@@ -79,6 +80,9 @@ class ExportSettings:
         int8_backend: With ``int8``, the quantizer and the file it writes, a key of
             :data:`~.nncf_quantize.INT8_BACKENDS`: ``'onnxruntime'`` (a QDQ ``.onnx`` that both
             runtimes run) or ``'openvino'`` (NNCF: an OpenVINO IR ``.xml`` + ``.bin``).
+        int8_drift_bound: With ``int8``, refuse a file whose outputs drift past the bounds of
+            :func:`~.quantize.refuse_drift`. Not a command-line option: ``False`` only for
+            timing random weights (``tools/analysis/benchmark_deployed.py``).
     """
     config: str
     format: str
@@ -99,6 +103,7 @@ class ExportSettings:
     coreml_compress: str = 'none'
     seg_argmax: bool = False
     int8_backend: str | None = None
+    int8_drift_bound: bool = True
 
 
 @dataclass
@@ -235,11 +240,14 @@ def _export_coreml(settings: ExportSettings, prepared: PreparedModel, wrapper: E
 
 def print_onnx_report(result: OnnxExport, opset: int) -> None:
     """The written file, the parity check and the output shapes."""
-    print(f'wrote {result.path} (opset {opset}; onnxruntime vs torch: {result.difference})')
+    if result.file_check is None:
+        print(f'wrote {result.path} (opset {opset}; onnxruntime vs torch: {result.difference})')
+    else:
+        print(f'wrote {result.path} (opset {opset})')
     for name, shape in result.output_shapes.items():
         print(f'  output {name}: {shape}')
-    if result.file_check is not None:
-        print(f'  detections {result.file_check.describe()}')
+    for check in result.file_check or ():
+        print(f'  onnxruntime detections {check.describe()}')
 
 
 def _export_int8(settings: ExportSettings, prepared: PreparedModel, wrapper: ExportWrapper,
@@ -252,6 +260,7 @@ def _export_int8(settings: ExportSettings, prepared: PreparedModel, wrapper: Exp
     A detector's calibration images are zero-padded to the export size (its file's input),
     every other model's resized to it where the pipeline gives another size.
     """
+    check_method(settings.calib_method or 'minmax', wrapper.kind)  # before the slow steps
     progress.start(CALIBRATION_STEP)
     folder = settings.calib_dir or calibration_dir(prepared.cfg, 'test')
     reader = PipelineInputs(prepared.cfg, prepared.fused().data_preprocessor, shape,
@@ -263,11 +272,13 @@ def _export_int8(settings: ExportSettings, prepared: PreparedModel, wrapper: Exp
         fp32 = export_onnx(wrapper, shape, fp32_path, wrapper.output_names, opset=settings.opset,
                            preprocessing=preprocessing, force=True,
                            metadata=file_metadata(settings.config, prepared.cfg, wrapper, shape),
-                           check_file=file_check(prepared, wrapper))
+                           check_file=file_check(prepared, wrapper, shape),
+                           check_parity=wrapper.kind != 'detector')
         quantize = (quantize_openvino_ir if settings.int8_backend == 'openvino'
                     else quantize_onnx_file)
         return quantize(fp32, out, calibration, wrapper.kind,
-                        method=settings.calib_method or 'minmax', force=settings.force)
+                        method=settings.calib_method or 'minmax', force=settings.force,
+                        drift_bound=settings.int8_drift_bound)
 
 
 def print_int8_report(result: Int8Export, opset: int) -> None:
@@ -277,10 +288,13 @@ def print_int8_report(result: Int8Export, opset: int) -> None:
 
     kind = ('OpenVINO IR by NNCF' if result.path.suffix == INT8_BACKENDS['openvino']
             else 'int8 QDQ')
-    print(f'wrote {result.path} ({kind}, opset {opset}; fp32 graph vs torch: '
-          f'{result.fp32.difference})')
-    if result.fp32.file_check is not None:
-        print(f'  fp32 graph detections {result.fp32.file_check.describe()}')
+    if result.fp32.file_check is None:
+        print(f'wrote {result.path} ({kind}, opset {opset}; fp32 graph vs torch: '
+              f'{result.fp32.difference})')
+    else:
+        print(f'wrote {result.path} ({kind}, opset {opset})')
+    for check in result.fp32.file_check or ():
+        print(f'  fp32 graph on onnxruntime, detections {check.describe()}')
     print(f'  calibration: {result.method} on {result.calibration}')
     print(f'  int8 ops: {counts(result.int8_ops)}')
     if kind == 'int8 QDQ':
@@ -355,13 +369,14 @@ def file_metadata(config: str, cfg: Any, wrapper: ExportWrapper,
                              wrapper.output_names, **extra)
 
 
-def file_check(prepared: PreparedModel,
-               wrapper: ExportWrapper) -> Callable[[Path], DetectorCheck] | None:
-    """A whole detector's file is checked against mmdet's predictions on test images
-    (:func:`~.detector_check.check_detector_file`) before it is written."""
+def file_check(prepared: PreparedModel, wrapper: ExportWrapper, shape: tuple[int, int]
+               ) -> Callable[[Path], tuple[DetectorCheck, DetectorCheck]] | None:
+    """A whole detector's file is compared as detections with torch on a random input and
+    with mmdet on test images (:func:`~.detector_check.check_detector_file`) before it is
+    written; its raw tensors are no parity check (equal scores rank in any order)."""
     if wrapper.kind != 'detector':
         return None
-    return lambda path: check_detector_file(path, prepared.fused(), prepared.cfg)
+    return lambda path: check_detector_file(path, wrapper, prepared.fused(), prepared.cfg, shape)
 
 
 def run_export(settings: ExportSettings) -> OnnxExport | Int8Export | CoreMLRun:
@@ -417,7 +432,8 @@ def run_export(settings: ExportSettings) -> OnnxExport | Int8Export | CoreMLRun:
                                  preprocessing=preprocessing, force=settings.force,
                                  metadata=file_metadata(settings.config, prepared.cfg, wrapper,
                                                         shape),
-                                 check_file=file_check(prepared, wrapper))
+                                 check_file=file_check(prepared, wrapper, shape),
+                                 check_parity=wrapper.kind != 'detector')
         else:
             result = _export_coreml(settings, prepared, wrapper, shape, out, preprocessing,
                                     progress, times_on_this_machine)

@@ -242,8 +242,9 @@ def paper_baseline_series() -> list[Series]:
 def load_zoo_top1(model_index: str | os.PathLike, distilled: bool = True) -> dict[str, float]:
     """``{arch: ImageNet-1K top-1}`` from ``model-index.yml`` and the metafiles it imports.
 
-    Reads every model whose results include ``Task: Image Classification`` with a
-    ``Top 1 Accuracy`` metric; the arch comes from the model name (``repnext_m3_...``). The zoo
+    Reads every model of the released design (no ``Design`` other than ``repnext`` in its
+    metadata) whose results include ``Task: Image Classification`` with a ``Top 1 Accuracy``
+    metric; the arch comes from the model name (``repnext_m3_...``). The zoo
     lists each arch twice (with and without distillation, ``..._distill`` in the name):
     ``distilled`` picks which, falling back to the other where only one exists.
     """
@@ -274,6 +275,9 @@ def load_zoo_top1(model_index: str | os.PathLike, distilled: bool = True) -> dic
     for document in documents:
         for model in document.get('Models', []) or []:
             name = str(model.get('Name', ''))
+            # The ablation designs (Table 5, M0E-M2E) are other models of the same archs.
+            if (model.get('Metadata') or {}).get('Design', 'repnext') != 'repnext':
+                continue
             arch = arch_of(name)
             results = model.get('Results') or []
             if isinstance(results, dict):

@@ -60,3 +60,21 @@ def test_a_skipped_check_says_why_and_refuses_nothing():
     check = DetectorCheck(skipped='the test data is not there')
     assert check.failures() == []
     assert check.describe() == 'not checked against mmdet on test images (the test data is not there)'
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures('shapes_data', 'one_cpu_thread')
+def test_random_weights_with_tied_scores_export_and_are_checked_as_detections(tmp_path):
+    """``score_thr=0`` on random weights: every detection kept, many with equal scores, whose
+    order in the two runtimes differs (a tensor-by-tensor parity check refused such files)."""
+    from repnext_mm.deploy.export import ExportSettings, run_export
+    from tests.helpers import SHAPES_CONFIGS
+
+    result = run_export(ExportSettings(str(SHAPES_CONFIGS['detector']), 'onnx', shape=(128, 128),
+                                       out=str(tmp_path / 'det.onnx'),
+                                       cfg_options={'model.test_cfg.rcnn.score_thr': 0.0}))
+    random_input, test_images = result.file_check
+    assert result.path.is_file()
+    for check in (random_input, test_images):
+        assert check.skipped is None and check.reference > 0
+        assert check.failures() == []

@@ -79,17 +79,24 @@ def exported(trained_checkpoints, tmp_path_factory):
     return files
 
 
-def _torch_metrics(task, checkpoint, tmp_path):
+@pytest.fixture(scope='module')
+def torch_metrics(trained_checkpoints, tmp_path_factory):
+    """``tools/test.py``'s metrics of each task's checkpoint, run once per task."""
     from repnext_mm.engine.run import test
 
-    return test(str(SHAPES_CONFIGS[task]), str(checkpoint), work_dir=str(tmp_path / 'torch'),
-                cfg_options=dict(FEW_IMAGES))
+    class Lazy(dict):
+        def __missing__(self, task):
+            self[task] = test(str(SHAPES_CONFIGS[task]), str(trained_checkpoints[task]),
+                              work_dir=str(tmp_path_factory.mktemp(f'torch_{task}')),
+                              cfg_options=dict(FEW_IMAGES))
+            return self[task]
+
+    return Lazy()
 
 
 @pytest.mark.slow
-def test_the_exported_classifier_scores_the_top1_of_tools_test(exported, trained_checkpoints,
-                                                               tmp_path):
-    expected = _torch_metrics('classifier', trained_checkpoints['classifier'], tmp_path)
+def test_the_exported_classifier_scores_the_top1_of_tools_test(exported, torch_metrics, tmp_path):
+    expected = torch_metrics['classifier']
     metrics = evaluate_deployed(str(SHAPES_CONFIGS['classifier']), str(exported['classifier'].path),
                                 threads=1, work_dir=str(tmp_path / 'onnx'),
                                 cfg_options=dict(FEW_IMAGES))
@@ -106,9 +113,9 @@ TASK_METRICS = {'segmentor': {'mIoU': 0.1, 'aAcc': 0.1},
 @pytest.mark.parametrize('task', list(TASK_METRICS))
 @pytest.mark.parametrize('backend', ['onnxruntime',
                                      pytest.param('openvino', marks=requires_openvino)])
-def test_the_exported_file_scores_the_metric_of_tools_test(exported, trained_checkpoints,
-                                                           tmp_path, task, backend):
-    expected = _torch_metrics(task, trained_checkpoints[task], tmp_path)
+def test_the_exported_file_scores_the_metric_of_tools_test(exported, torch_metrics, tmp_path,
+                                                           task, backend):
+    expected = torch_metrics[task]
     metrics = evaluate_deployed(str(SHAPES_CONFIGS[task]), str(exported[task].path), backend,
                                 threads=1, work_dir=str(tmp_path / 'onnx'),
                                 cfg_options=dict(FEW_IMAGES))
@@ -120,7 +127,9 @@ def test_the_exported_file_scores_the_metric_of_tools_test(exported, trained_che
 def test_the_detector_file_was_checked_against_mmdet_before_it_was_written(exported):
     from repnext_mm.deploy.detector_check import CHECK_IMAGES
 
-    check = exported['detector'].file_check
-    assert check.skipped is None and check.images == CHECK_IMAGES
-    assert check.reference > 0 and check.matched == check.reference == check.candidate
-    assert check.failures() == []
+    random_input, test_images = exported['detector'].file_check
+    assert (random_input.against, random_input.images) == ('torch on a random input', 1)
+    assert test_images.skipped is None and test_images.images == CHECK_IMAGES
+    for check in (random_input, test_images):
+        assert check.reference > 0 and check.matched == check.reference == check.candidate
+        assert check.failures() == [] and check.box_pixels < 0.01 and check.mask_iou > 0.99

@@ -281,3 +281,27 @@ def test_a_detector_quantizes_only_its_modules_and_compares_their_features(tmp_p
     assert plan.features == list(neck_conv.output)
     with pytest.raises(InputError, match='no node of the graph belongs to the modules rpn'):
         quantize.plan_quantization(model, 'detector', modules=('rpn',))
+
+
+class _GroupNormNeck(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.backbone = nn.Conv2d(3, 4, 3, padding=1)
+        self.neck = nn.Sequential(nn.Conv2d(4, 4, 1), nn.GroupNorm(2, 4))
+
+    def forward(self, x):
+        return self.neck(self.backbone(x))
+
+
+def test_group_norm_stays_float_inside_the_quantized_modules(tmp_path):
+    import onnx
+
+    torch.onnx.export(_GroupNormNeck().eval(), (torch.randn(1, 3, 8, 8),), str(tmp_path / 'g.onnx'),
+                      opset_version=17, dynamo=False, output_names=['features'])
+    model = onnx.load(str(tmp_path / 'g.onnx'))
+    plan = quantize.plan_quantization(model, 'detector')
+    ops = {node.name: node.op_type for node in model.graph.node}
+    group_norm = plan.kept_float[quantize.GROUP_NORM_REASON]
+    assert 'InstanceNormalization' in {ops[name] for name in group_norm}
+    assert not set(group_norm) & set(plan.nodes_to_quantize)
+    assert sorted(ops[name] for name in plan.nodes_to_quantize) == ['Conv', 'Conv']

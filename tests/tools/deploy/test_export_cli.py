@@ -9,7 +9,7 @@ import re
 import pytest
 
 from repnext_mm.cli import run_cli
-from tests.helpers import REPO, SHAPES_CONFIGS, load_tool, run_tool
+from tests.helpers import REPO, SHAPES_CONFIGS, load_tool, run_tool, single_error_line
 
 TOOL = 'tools/deploy/export.py'
 SEG_M4 = REPO / 'configs/mmseg/fpn_repnext_m4_8xb4-40k_ade20k-512x512.py'
@@ -91,6 +91,16 @@ def test_ios_bench_needs_coreml(tmp_path, capsys):
     status, _, stderr = run_tool(TOOL, [SHAPES_CONFIGS['segmentor'], '--format', 'onnx',
                                         '--ios-bench', tmp_path / 'bench'], capsys)
     assert status == 2 and '--ios-bench needs --format coreml' in stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_percentile_calibration_of_a_whole_detector_is_one_line(tmp_path, capsys):
+    status, _, stderr = run_tool(TOOL, [SHAPES_CONFIGS['detector'], '--format', 'onnx',
+                                        '--int8', '--calib-method', 'percentile',
+                                        '--out', tmp_path / 'det.onnx'], capsys)
+    assert status == 2
+    assert single_error_line(stderr).startswith(
+        'error: --calib-method percentile cannot calibrate a whole detector')
     assert list(tmp_path.iterdir()) == []
 
 
