@@ -17,7 +17,9 @@ def in_repo(monkeypatch, shapes_data):
 
 @pytest.mark.parametrize('task', ['classifier', 'detector', 'segmentor'])
 def test_good_data_exits_0_with_a_summary(task, in_repo, capsys):
-    status, out, err = run_tool(TOOL, [SHAPES_CONFIGS[task], '--workers', 2], capsys)
+    # Two (spawned) workers for one task, the in-process path for the others: the same checks.
+    workers = 2 if task == 'classifier' else 1
+    status, out, err = run_tool(TOOL, [SHAPES_CONFIGS[task], '--workers', workers], capsys)
     assert status == 0, err[-3000:]
     assert 'error:' not in err
     total = dict(classifier=250, detector=250, segmentor=500)[task]  # train + val (images, labels)
